@@ -1,0 +1,114 @@
+// Package memguest is the guest of masq's tests that need no root: a second
+// gVisor stack joined to masq's by an AF_UNIX SOCK_SEQPACKET socketpair,
+// which carries one Ethernet frame per message exactly as a tap fd does.
+// masq's side of the pair goes through the same fdbased link as a real tap.
+package memguest
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+)
+
+// NIC is the guest stack's only NIC.
+const NIC tcpip.NICID = 1
+
+// MAC is the guest's link address (QEMU's default OUI, as a VM would have).
+const MAC = tcpip.LinkAddress("\x52\x54\x00\x12\x34\x56")
+
+// Guest is an in-memory guest. Its Stack is for the test to use directly.
+type Guest struct {
+	// Stack is the guest's network stack.
+	Stack *stack.Stack
+}
+
+// New returns a guest with no addresses on a link of the given MTU, and the
+// file descriptor of masq's end of the link. The guest's stack and its end
+// are released when the test ends; masq's end is the caller's to close or
+// to hand to something that takes ownership of it.
+func New(tb testing.TB, mtu uint32) (*Guest, int) {
+	tb.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		tb.Fatalf("socketpair: %v", err)
+	}
+	link, err := fdbased.New(&fdbased.Options{FDs: []int{fds[1]}, MTU: mtu, EthernetHeader: true, Address: MAC})
+	if err != nil {
+		tb.Fatalf("guest link: %v", err)
+	}
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
+	})
+	tb.Cleanup(func() {
+		s.Destroy()
+		unix.Close(fds[1])
+	})
+	if err := s.CreateNIC(NIC, link); err != nil {
+		tb.Fatalf("guest NIC: %v", err)
+	}
+	s.SetRouteTable([]tcpip.Route{
+		{Destination: header.IPv4EmptySubnet, NIC: NIC},
+		{Destination: header.IPv6EmptySubnet, NIC: NIC},
+	})
+	return &Guest{Stack: s}, fds[0]
+}
+
+// AddAddress assigns p (address and prefix length) to the guest's NIC.
+func (g *Guest) AddAddress(tb testing.TB, p netip.Prefix) {
+	tb.Helper()
+	pa := tcpip.ProtocolAddress{
+		Protocol:          protocolOf(p.Addr()),
+		AddressWithPrefix: tcpip.AddressWithPrefix{Address: Addr(p.Addr()), PrefixLen: p.Bits()},
+	}
+	if err := g.Stack.AddProtocolAddress(NIC, pa, stack.AddressProperties{}); err != nil {
+		tb.Fatalf("guest address %s: %v", p, err)
+	}
+}
+
+// RemoveAddress removes a from the guest's NIC.
+func (g *Guest) RemoveAddress(tb testing.TB, a netip.Addr) {
+	tb.Helper()
+	if err := g.Stack.RemoveAddress(NIC, Addr(a)); err != nil {
+		tb.Fatalf("remove guest address %s: %v", a, err)
+	}
+}
+
+// Addr converts a netip address to gVisor's form.
+func Addr(a netip.Addr) tcpip.Address {
+	if a.Is4() {
+		return tcpip.AddrFrom4(a.As4())
+	}
+	return tcpip.AddrFrom16(a.As16())
+}
+
+// FullAddress converts a netip address and port to gVisor's form on NIC.
+func FullAddress(ap netip.AddrPort) tcpip.FullAddress {
+	fa := tcpip.FullAddress{NIC: NIC, Port: ap.Port()}
+	if !ap.Addr().IsUnspecified() {
+		fa.Addr = Addr(ap.Addr())
+	}
+	return fa
+}
+
+func protocolOf(a netip.Addr) tcpip.NetworkProtocolNumber {
+	if a.Is4() {
+		return ipv4.ProtocolNumber
+	}
+	return ipv6.ProtocolNumber
+}
+
+// String describes the guest for test logs.
+func (g *Guest) String() string { return fmt.Sprintf("memguest(%s)", MAC) }
