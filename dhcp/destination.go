@@ -1,0 +1,44 @@
+package dhcp
+
+import (
+	"net/netip"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// DHCPv4 ports (RFC 2131 §4.1).
+const (
+	serverPort = 67
+	clientPort = 68
+)
+
+// limitedBroadcast returns where a reply goes when the client has no
+// address yet: 255.255.255.255:68. RFC 2131 §4.1 would have a server
+// unicast to yiaddr at chaddr when the broadcast bit is clear, but that
+// needs a hand-made ARP entry; every client accepts the broadcast.
+func limitedBroadcast() netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), clientPort)
+}
+
+// destination returns where reply, the answer to req, is sent (RFC 2131
+// §4.1): to the relay at giaddr:67 when there is one; otherwise a NAK is
+// broadcast, and anything else goes to ciaddr:68 when the client has an
+// address (renewing, INFORM) and is broadcast when it has none.
+func destination(req, reply *dhcpv4.DHCPv4) netip.AddrPort {
+	if relayed(req) {
+		return netip.AddrPortFrom(addr4(req.GatewayIPAddr), serverPort)
+	}
+	if reply.MessageType() == dhcpv4.MessageTypeNak {
+		return limitedBroadcast()
+	}
+	if ci := addr4(req.ClientIPAddr); ci.IsValid() && !ci.IsUnspecified() {
+		return netip.AddrPortFrom(ci, clientPort)
+	}
+	return limitedBroadcast()
+}
+
+// relayed reports whether req came through a relay agent (giaddr set).
+func relayed(req *dhcpv4.DHCPv4) bool {
+	gi := addr4(req.GatewayIPAddr)
+	return gi.IsValid() && !gi.IsUnspecified()
+}
