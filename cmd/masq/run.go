@@ -1,0 +1,138 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/masqnet/masq"
+)
+
+// runFlags holds the raw values of `masq run`'s flags.
+type runFlags struct {
+	tap          string
+	guestNetns   string
+	tapFD        int
+	podInterface string
+	mtu          uint32
+	vmCIDR       string
+	vmIPv6CIDR   string
+	guestMAC     string
+	hostname     string
+	resolvConf   string
+	logLevel     string
+}
+
+// newRunCommand builds `masq run`.
+func newRunCommand() *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Serve a guest's tap: DHCP, gateway, masquerade",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.config(cmd.Flags())
+			if err != nil {
+				return &usageError{err}
+			}
+			err = masq.Run(cmd.Context(), cfg)
+			var cfgErr *masq.ConfigError
+			if errors.As(err, &cfgErr) {
+				return &usageError{err}
+			}
+			return err
+		},
+	}
+	f.register(cmd.Flags())
+	return cmd
+}
+
+// register declares the flags on fs with KubeVirt's defaults.
+func (f *runFlags) register(fs *pflag.FlagSet) {
+	d := masq.DefaultConfig()
+	fs.StringVar(&f.tap, "tap", d.Tap, "guest tap device: created, or attached when it exists")
+	fs.StringVar(&f.guestNetns, "guest-netns", "", "network namespace path the tap lives in (e.g. /run/netns/guest); the fd stays with masq")
+	fs.IntVar(&f.tapFD, "tap-fd", -1, "inherited, already open tap file descriptor (instead of --tap)")
+	fs.StringVar(&f.podInterface, "pod-interface", "", "pod interface (default: the interface of the default route)")
+	fs.Uint32Var(&f.mtu, "mtu", 0, fmt.Sprintf("guest MTU, %d..%d (default: the pod interface's MTU)", masq.MinMTU, masq.MaxMTU))
+	fs.StringVar(&f.vmCIDR, "vm-cidr", d.VMCIDR.String(), "guest IPv4 network: gateway is its first address, guest the second")
+	fs.StringVar(&f.vmIPv6CIDR, "vm-ipv6-cidr", d.VMIPv6CIDR.String(), "guest IPv6 network (empty: no IPv6)")
+	fs.StringVar(&f.guestMAC, "guest-mac", "", "answer DHCP only for this MAC address")
+	fs.StringVar(&f.hostname, "hostname", "", "host name sent to the guest (default: the pod's)")
+	fs.StringVar(&f.resolvConf, "resolv-conf", d.ResolvConf, "resolver configuration whose nameservers and search domains the guest gets")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+// config turns the flags into a validated masq.Config.
+func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
+	cfg := masq.DefaultConfig()
+	if fs.Changed("tap") && fs.Changed("tap-fd") {
+		return cfg, errors.New("--tap and --tap-fd exclude each other: name a tap or pass its fd")
+	}
+	var err error
+	if cfg.VMCIDR, err = parsePrefix("--vm-cidr", f.vmCIDR); err != nil {
+		return cfg, err
+	}
+	if cfg.VMIPv6CIDR, err = parseOptionalPrefix("--vm-ipv6-cidr", f.vmIPv6CIDR); err != nil {
+		return cfg, err
+	}
+	if cfg.GuestMAC, err = parseMAC(f.guestMAC); err != nil {
+		return cfg, err
+	}
+	level, err := parseLevel(f.logLevel)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Tap, cfg.GuestNetns, cfg.TapFD = f.tap, f.guestNetns, f.tapFD
+	cfg.PodInterface, cfg.MTU, cfg.Hostname, cfg.ResolvConf = f.podInterface, f.mtu, f.hostname, f.resolvConf
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	return cfg, cfg.Validate()
+}
+
+// parsePrefix parses a CIDR flag value.
+func parsePrefix(flag, s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return p, fmt.Errorf("%s %q: want a network in CIDR form, like 10.0.2.0/24", flag, s)
+	}
+	return p, nil
+}
+
+// parseOptionalPrefix is parsePrefix where empty means "none".
+func parseOptionalPrefix(flag, s string) (netip.Prefix, error) {
+	if s == "" {
+		return netip.Prefix{}, nil
+	}
+	return parsePrefix(flag, s)
+}
+
+// parseMAC parses --guest-mac: empty, or a 6-byte unicast MAC address.
+func parseMAC(s string) (net.HardwareAddr, error) {
+	if s == "" {
+		return nil, nil
+	}
+	mac, err := net.ParseMAC(s)
+	if err != nil || len(mac) != 6 {
+		return nil, fmt.Errorf("--guest-mac %q: want a 6-byte MAC address like 52:54:00:12:34:56", s)
+	}
+	if mac[0]&1 != 0 {
+		return nil, fmt.Errorf("--guest-mac %q: a multicast address cannot be a guest's", s)
+	}
+	return mac, nil
+}
+
+// parseLevel parses --log-level.
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToLower(s))); err != nil || strings.ContainsAny(s, "+-") {
+		return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}

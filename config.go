@@ -1,0 +1,205 @@
+package masq
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+)
+
+// MinMTU and MaxMTU bound Config.MTU: IPv4's minimum datagram size, and the
+// largest MTU a Linux tap carries unfragmented (64 KiB less headers).
+const (
+	MinMTU = 68
+	MaxMTU = 65520
+)
+
+// minIPv6MTU is IPv6's minimum link MTU (RFC 8200 §5).
+const minIPv6MTU = 1280
+
+// Config is everything Run needs, as plain values. The command line fills
+// it; Validate checks it once, and nothing after that re-parses a string.
+// The zero value is not useful: start from DefaultConfig.
+type Config struct {
+	// Tap is the name of the guest's tap device: created when it does not
+	// exist, attached to when it does. Ignored when TapFD is set.
+	Tap string
+
+	// GuestNetns is the path of the network namespace the tap lives in
+	// (e.g. /run/netns/guest). Empty means masq's own namespace.
+	GuestNetns string
+
+	// TapFD is an inherited, already open tap file descriptor; -1 means
+	// none. Run takes ownership of it.
+	TapFD int
+
+	// PodInterface is the pod's interface whose MTU the guest gets. Empty
+	// means the interface of the default route.
+	PodInterface string
+
+	// MTU is the guest link's MTU, MinMTU..MaxMTU; 0 means the pod
+	// interface's MTU (capped at MaxMTU).
+	MTU uint32
+
+	// VMCIDR is the guest's IPv4 network (KubeVirt's vmNetworkCIDR): the
+	// gateway is its first host address, the guest its second.
+	VMCIDR netip.Prefix
+
+	// VMIPv6CIDR is the guest's IPv6 network (KubeVirt's
+	// vmIPv6NetworkCIDR), addressed the same way. The zero Prefix turns
+	// IPv6 off.
+	VMIPv6CIDR netip.Prefix
+
+	// GuestMAC, when set, is the only client DHCP answers.
+	GuestMAC net.HardwareAddr
+
+	// Hostname is sent to the guest in DHCP; empty means the pod's.
+	Hostname string
+
+	// ResolvConf is the path of the resolv.conf whose nameservers and
+	// search domains the guest gets.
+	ResolvConf string
+
+	// Logger receives one line per event. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns KubeVirt's defaults: tap0 in masq's own namespace,
+// 10.0.2.0/24 and fd10:0:2::/120, MTU and hostname from the pod.
+func DefaultConfig() Config {
+	return Config{
+		Tap:        "tap0",
+		TapFD:      -1,
+		VMCIDR:     netip.MustParsePrefix("10.0.2.0/24"),
+		VMIPv6CIDR: netip.MustParsePrefix("fd10:0:2::/120"),
+		ResolvConf: "/etc/resolv.conf",
+	}
+}
+
+// Validate checks c without touching the system and says, for the first
+// problem found, which flag is wrong and what is allowed. Checks that need
+// the system (does the namespace exist?) happen in Run before anything
+// starts.
+func (c Config) Validate() error {
+	checks := []func() error{
+		c.validateLink, c.validateMTU, c.validateNetworks, c.validateHostname,
+	}
+	for _, check := range checks {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c Config) validateLink() error {
+	if c.TapFD >= 0 {
+		if c.GuestNetns != "" {
+			return errors.New("--guest-netns cannot be used with --tap-fd: an inherited fd is already bound to its tap")
+		}
+		return nil
+	}
+	if c.TapFD < -1 {
+		return fmt.Errorf("--tap-fd %d: must be an open file descriptor number (0 or more)", c.TapFD)
+	}
+	if err := validIfName(c.Tap); err != nil {
+		return fmt.Errorf("--tap %q: %w", c.Tap, err)
+	}
+	if c.PodInterface != "" {
+		if err := validIfName(c.PodInterface); err != nil {
+			return fmt.Errorf("--pod-interface %q: %w", c.PodInterface, err)
+		}
+	}
+	return nil
+}
+
+// validIfName checks a Linux interface name: 1 to 15 bytes, no '/', no
+// white space, not "." or "..".
+func validIfName(name string) error {
+	switch {
+	case name == "" || len(name) > 15:
+		return errors.New("an interface name is 1 to 15 characters")
+	case name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n"):
+		return errors.New("an interface name cannot be . or .. or contain '/', ':' or white space")
+	}
+	return nil
+}
+
+func (c Config) validateMTU() error {
+	if c.MTU == 0 {
+		return nil
+	}
+	if c.MTU < MinMTU || c.MTU > MaxMTU {
+		return fmt.Errorf("--mtu %d: must be between %d and %d", c.MTU, MinMTU, MaxMTU)
+	}
+	if c.VMIPv6CIDR.IsValid() && c.MTU < minIPv6MTU {
+		return fmt.Errorf("--mtu %d: IPv6 needs at least %d; raise --mtu or turn IPv6 off with --vm-ipv6-cidr=\"\"", c.MTU, minIPv6MTU)
+	}
+	return nil
+}
+
+func (c Config) validateNetworks() error {
+	if err := validNetwork("--vm-cidr", c.VMCIDR, true); err != nil {
+		return err
+	}
+	if !c.VMIPv6CIDR.IsValid() {
+		return nil
+	}
+	return validNetwork("--vm-ipv6-cidr", c.VMIPv6CIDR, false)
+}
+
+// validNetwork checks that p is a network of the right family, given by its
+// network address, with room for a network, gateway, guest and one more
+// address (KubeVirt's rule: at least 4 addresses).
+func validNetwork(flag string, p netip.Prefix, v4 bool) error {
+	family, maxBits := "IPv6", 126
+	if v4 {
+		family, maxBits = "IPv4", 30
+	}
+	switch {
+	case !p.IsValid():
+		return fmt.Errorf("%s: an %s network in CIDR form is required", flag, family)
+	case p.Addr().Is4() != v4 || p.Addr().Is4In6():
+		return fmt.Errorf("%s %s: must be an %s network", flag, p, family)
+	case p.Bits() > maxBits:
+		return fmt.Errorf("%s %s: must hold at least 4 addresses (prefix length at most /%d)", flag, p, maxBits)
+	case p.Masked() != p:
+		return fmt.Errorf("%s %s: host bits are set; did you mean %s?", flag, p, p.Masked())
+	}
+	return nil
+}
+
+func (c Config) validateHostname() error {
+	if c.Hostname == "" {
+		return nil
+	}
+	if err := validHostname(c.Hostname); err != nil {
+		return fmt.Errorf("--hostname %q: %w", c.Hostname, err)
+	}
+	return nil
+}
+
+// validHostname accepts what a DHCP client can set as its host name: DNS
+// labels of letters, digits and '-', separated by dots, 253 bytes at most.
+func validHostname(name string) error {
+	if len(name) > 253 {
+		return errors.New("at most 253 characters")
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(name, "."), ".") {
+		if label == "" || len(label) > 63 {
+			return errors.New("each dot-separated label is 1 to 63 characters")
+		}
+		for _, r := range label {
+			if !(r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+				return fmt.Errorf("character %q not allowed (letters, digits, '-' and '.')", r)
+			}
+		}
+	}
+	return nil
+}
+
+// gateway and guest return the first and second host addresses of p.
+func gateway(p netip.Prefix) netip.Addr { return p.Addr().Next() }
+func guest(p netip.Prefix) netip.Addr   { return p.Addr().Next().Next() }

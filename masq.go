@@ -1,0 +1,128 @@
+// Package masq is masquerade networking for virtual machines in user space.
+// Run composes the parts: the guest's link (package tap), the gVisor stack
+// facing the guest (package stack) and the services on it (package dhcp).
+// It is the one place where they meet.
+package masq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+
+	"github.com/masqnet/masq/dhcp"
+	"github.com/masqnet/masq/stack"
+	"github.com/masqnet/masq/tap"
+)
+
+// Run serves the guest until ctx ends, then closes everything it opened and
+// returns nil; it returns an error, having closed everything, when
+// something fails. Configuration errors are found before anything starts.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return &ConfigError{err}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	p, err := plan(cfg, log)
+	if err != nil {
+		return &ConfigError{err}
+	}
+	dev, err := openLink(cfg, p.mtu)
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	link, err := stack.NewFDLink(dev.FD(), p.mtu, func(err error) {
+		cancel(fmt.Errorf("guest link %s closed: %w", dev.Name(), err))
+	})
+	if err != nil {
+		return err
+	}
+	st, err := stack.New(link, stack.Config{MTU: p.mtu, IPv4: p.gateway4, IPv6: p.gateway6})
+	if err != nil {
+		return fmt.Errorf("create guest network stack: %w", err)
+	}
+	defer st.Close()
+	return serve(ctx, st, p, log.With("tap", dev.Name()))
+}
+
+// serve runs the services on st until ctx ends and waits for all of them.
+func serve(ctx context.Context, st *stack.Stack, p runPlan, log *slog.Logger) error {
+	conn, err := st.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), dhcpServerPort))
+	if err != nil {
+		return fmt.Errorf("listen for DHCP: %w", err)
+	}
+	srv, err := dhcp.NewServer(p.dhcp, log)
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("dhcp server: %w", err)
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, 1)
+	wg.Go(func() { errc <- srv.Serve(ctx, conn) })
+	log.Info("masq ready", "gateway", p.gateway4, "gateway6", p.gateway6, "guest", p.dhcp.GuestIP, "mtu", p.mtu)
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	conn.Close()
+	wg.Wait()
+	if serveErr != nil {
+		return fmt.Errorf("dhcp server: %w", serveErr)
+	}
+	if cause := context.Cause(ctx); !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	log.Info("masq stopped")
+	return nil
+}
+
+// dhcpServerPort is where DHCPv4 servers listen (RFC 2131 §4.1).
+const dhcpServerPort = 67
+
+// openLink opens the guest's tap as cfg says.
+func openLink(cfg Config, mtu uint32) (*tap.Device, error) {
+	if cfg.TapFD >= 0 {
+		d, err := tap.FromFD(cfg.TapFD)
+		if err != nil {
+			return nil, fmt.Errorf("--tap-fd: %w", err)
+		}
+		return d, nil
+	}
+	d, err := tap.Open(tap.Config{Name: cfg.Tap, Netns: cfg.GuestNetns, MTU: mtu})
+	if err != nil {
+		return nil, fmt.Errorf("open guest link: %w", err)
+	}
+	return d, nil
+}
+
+// ConfigError is returned by Run when the configuration or the system it
+// names is unusable; nothing was started. The command line exits 2 on it.
+type ConfigError struct{ Err error }
+
+// Error implements error.
+func (e *ConfigError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// hostname returns name, or the pod's host name when name is empty.
+func hostname(name string) string {
+	if name != "" {
+		return name
+	}
+	h, err := os.Hostname()
+	if err != nil || validHostname(h) != nil {
+		return ""
+	}
+	return h
+}
