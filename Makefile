@@ -1,0 +1,46 @@
+# masq's entry points. `make test` is what CI runs (.ci/run): every test,
+# the namespace tests included when run as root.
+
+GO      ?= go
+BIN     := bin/masq
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+# Unit tests: everything but the root-only namespace tests.
+UNIT    = $(shell $(GO) list ./... | grep -v /e2e)
+
+.PHONY: build test unit race e2e bench fuzz lint demo clean
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/masq
+
+# All tests: lint, unit tests under the race detector, then the namespace
+# tests (they skip when not root).
+test: lint race e2e
+
+unit:
+	$(GO) test -count=1 $(UNIT)
+
+race:
+	$(GO) test -race -count=1 $(UNIT)
+
+e2e: build
+	MASQ_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -timeout 10m ./e2e/
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(UNIT)
+
+# Fuzz each target for FUZZTIME (default 30s).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzHandle$$' -fuzztime $(FUZZTIME) ./dhcp/
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+demo: build
+	MASQ=$(CURDIR)/$(BIN) bash scripts/demo.sh
+
+clean:
+	rm -rf bin

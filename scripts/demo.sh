@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# demo.sh: masq end to end, in network namespaces of its own, as root.
+#
+#   out   198.18.0.1/24 2001:db8::1/64  (the world)
+#    | veth eth0 <-> eth0, MTU 9000
+#   pod   198.18.0.2/24 2001:db8::2/64  (masq runs here; resolv.conf of a Kubernetes pod)
+#    | tap0, made by masq inside guest, its fd held by masq
+#   guest 10.0.2.2/24 by DHCP, fd10:0:2::2/120 static
+#
+# Usage: sudo scripts/demo.sh
+#   MASQ=/path/to/masq      use this binary instead of building bin/masq
+#   DHCP_CLIENT=udhcpc      use udhcpc (default: dhclient if installed)
+# Only 198.18.0.0/15, 2001:db8::/32, 10.0.2.0/24 and fd10:0:2::/120 are used,
+# inside namespaces this script makes; everything it makes is removed on exit.
+#
+# Each step is a function; main() lists them. To add one (say, fetch a page
+# from out), write step_NAME and call it from main(): run NS CMD... runs a
+# command in a namespace, spawn NS CMD... starts a background one that
+# cleanup ends.
+set -euo pipefail
+
+readonly MTU=9000
+readonly SEARCH="default.svc.cluster.local svc.cluster.local cluster.local"
+readonly NAMESERVER=198.18.0.53
+readonly OUT_ADDR4=198.18.0.1 POD_ADDR4=198.18.0.2
+readonly OUT_ADDR6=2001:db8::1 POD_ADDR6=2001:db8::2
+readonly GATEWAY4=10.0.2.1 GATEWAY6=fd10:0:2::1 GUEST6=fd10:0:2::2
+readonly TAP=tap0
+readonly READY_TIMEOUT=15 # seconds for masq to log "masq ready"
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SUFFIX=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
+OUT=masq-demo-$SUFFIX-out
+POD=masq-demo-$SUFFIX-pod
+GUEST=masq-demo-$SUFFIX-guest
+WORK= # temp dir: masq's log, the DHCP client's files
+NAMESPACES=() # made so far, deleted by cleanup
+PIDS=()       # background processes, ended by cleanup before the namespaces
+ETC_NETNS_MADE=false
+
+log() { printf '==> %s\n' "$*"; }
+die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
+
+# run NS CMD...: run CMD inside namespace NS.
+run() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# spawn NS LOG CMD...: start CMD inside NS in the background, output to LOG;
+# cleanup ends it. Sets SPAWNED to its pid (ip netns exec execs CMD).
+spawn() {
+	local ns=$1 out=$2; shift 2
+	ip netns exec "$ns" "$@" >"$out" 2>&1 &
+	SPAWNED=$!
+	PIDS+=("$SPAWNED")
+}
+
+# stop_pid PID: SIGTERM, then SIGKILL after 5 s.
+stop_pid() {
+	local pid=$1 i
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for i in $(seq 50); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+	local status=$? pid ns i
+	set +e
+	if [[ -n $WORK && -s $WORK/dhclient.pid ]]; then # dhclient's daemon
+		pid=$(cat "$WORK/dhclient.pid")
+		[[ $(cat "/proc/$pid/comm" 2>/dev/null) == dhclient ]] && stop_pid "$pid"
+	fi
+	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+		stop_pid "${PIDS[i]}"
+		wait "${PIDS[i]}" 2>/dev/null
+	done
+	if ((status != 0)) && [[ -n $WORK && -s $WORK/masq.log ]]; then
+		echo "--- masq's log:" >&2
+		cat "$WORK/masq.log" >&2
+	fi
+	for ns in "${NAMESPACES[@]}"; do
+		ip netns del "$ns"
+	done
+	rm -rf "/etc/netns/$POD"
+	$ETC_NETNS_MADE && rmdir /etc/netns 2>/dev/null
+	[[ -n $WORK ]] && rm -rf "$WORK"
+	exit "$status"
+}
+
+need() { # need PROGRAM PACKAGE
+	command -v "$1" >/dev/null || die "$1 not found: install the Debian package $2"
+}
+
+step_preflight() {
+	need ip iproute2
+	need ping iputils-ping
+	if [[ -n ${DHCP_CLIENT:-} ]]; then # dhclient or udhcpc, to choose
+		need "$DHCP_CLIENT" "isc-dhcp-client (dhclient) or udhcpc"
+	elif command -v dhclient >/dev/null; then
+		DHCP_CLIENT=dhclient
+	elif command -v udhcpc >/dev/null; then
+		DHCP_CLIENT=udhcpc
+	else
+		die "no DHCP client: install the Debian package isc-dhcp-client (or udhcpc)"
+	fi
+	WORK=$(mktemp -d /tmp/masq-demo.XXXXXX)
+}
+
+step_build() {
+	if [[ -n ${MASQ:-} ]]; then
+		[[ -x $MASQ ]] || die "MASQ=$MASQ is not an executable"
+	else
+		need go golang
+		log "building bin/masq"
+		(cd "$ROOT" && go build -o bin/masq ./cmd/masq)
+		MASQ=$ROOT/bin/masq
+	fi
+	MASQ=$(realpath "$MASQ")
+}
+
+step_topology() {
+	log "namespaces $OUT, $POD, $GUEST (veth MTU $MTU)"
+	local ns
+	for ns in "$OUT" "$POD" "$GUEST"; do
+		ip netns add "$ns"
+		NAMESPACES+=("$ns")
+		ip -n "$ns" link set lo up
+	done
+	ip -n "$OUT" link add eth0 mtu "$MTU" type veth peer name eth0 netns "$POD" mtu "$MTU"
+	ip -n "$OUT" link set eth0 up
+	ip -n "$OUT" addr add "$OUT_ADDR4/24" dev eth0
+	ip -n "$OUT" addr add "$OUT_ADDR6/64" dev eth0 nodad
+	ip -n "$POD" link set eth0 up
+	ip -n "$POD" addr add "$POD_ADDR4/24" dev eth0
+	ip -n "$POD" addr add "$POD_ADDR6/64" dev eth0 nodad
+	ip -n "$POD" route add default via "$OUT_ADDR4"
+	ip -n "$POD" -6 route add default via "$OUT_ADDR6"
+
+	# ip netns exec bind-mounts /etc/netns/$POD/resolv.conf over /etc/resolv.conf.
+	[[ -d /etc/netns ]] || ETC_NETNS_MADE=true
+	mkdir -p "/etc/netns/$POD"
+	printf 'search %s\nnameserver %s\noptions ndots:5\n' "$SEARCH" "$NAMESERVER" >"/etc/netns/$POD/resolv.conf"
+}
+
+step_masq() {
+	log "starting masq in $POD, $TAP in $GUEST"
+	spawn "$POD" "$WORK/masq.log" "$MASQ" run --tap "$TAP" --guest-netns "/run/netns/$GUEST" --log-level debug
+	local pid=$SPAWNED i
+	for i in $(seq $((READY_TIMEOUT * 10))); do
+		grep -q 'msg="masq ready"' "$WORK/masq.log" && return 0
+		kill -0 "$pid" 2>/dev/null || die "masq exited before it was ready"
+		sleep 0.1
+	done
+	die "masq was not ready within ${READY_TIMEOUT}s"
+}
+
+# The DHCP client's script writes the lease to $WORK/lease as KEY=VALUE
+# lines and configures the tap with ip(8); nothing outside $WORK is touched.
+write_lease_script() { # write_lease_script REASON IP MASK ROUTER DNS SEARCH DOMAIN MTU HOSTNAME LEASE IFACE
+	cat >"$WORK/lease-script" <<EOF
+#!/bin/sh
+case "$1" in
+BOUND|RENEW|REBIND|REBOOT|bound|renew)
+	cat >"$WORK/lease" <<LEASE
+address=$2
+netmask=$3
+router=$4
+dns=$5
+search=$6
+domain=$7
+mtu=$8
+hostname=$9
+lease_time=${10}
+LEASE
+	[ -n "$8" ] && ip link set dev "${11}" mtu "$8"
+	ip addr replace "$2/$3" dev "${11}"
+	for r in $4; do ip route replace default via "\$r" dev "${11}"; break; done
+	;;
+PREINIT|deconfig)
+	ip link set dev "${11}" up
+	;;
+esac
+exit 0
+EOF
+	chmod +x "$WORK/lease-script"
+}
+
+step_dhcp() {
+	log "asking for a lease with $DHCP_CLIENT in $GUEST"
+	if [[ $DHCP_CLIENT == dhclient ]]; then
+		write_lease_script '$reason' '$new_ip_address' '$new_subnet_mask' '$new_routers' \
+			'$new_domain_name_servers' '$new_domain_search' '$new_domain_name' \
+			'$new_interface_mtu' '$new_host_name' '$new_dhcp_lease_time' '$interface'
+		cat >"$WORK/dhclient.conf" <<-EOF
+			timeout 20;
+			initial-interval 1;
+			request subnet-mask, routers, domain-name-servers, domain-name, domain-search, interface-mtu, host-name;
+		EOF
+		# -1: try once; on success dhclient stays as a daemon, which cleanup ends.
+		timeout 30 ip netns exec "$GUEST" dhclient -1 -cf "$WORK/dhclient.conf" \
+			-sf "$WORK/lease-script" -lf "$WORK/dhclient.leases" -pf "$WORK/dhclient.pid" "$TAP" ||
+			die "dhclient got no lease"
+	else
+		write_lease_script '$1' '$ip' '$subnet' '$router' '$dns' '$search' '$domain' \
+			'$mtu' '$hostname' '$lease' '$interface'
+		timeout 30 ip netns exec "$GUEST" udhcpc -i "$TAP" -f -n -q -t 5 -T 1 \
+			-s "$WORK/lease-script" -O search -O mtu >/dev/null 2>&1 ||
+			die "udhcpc got no lease"
+	fi
+	[[ -s $WORK/lease ]] || die "the DHCP client's script was never given a lease"
+}
+
+step_show_lease() {
+	local key value
+	echo
+	echo "  The guest's lease (from $DHCP_CLIENT):"
+	while IFS='=' read -r key value; do
+		printf '    %-11s %s\n' "$key" "$value"
+	done <"$WORK/lease"
+	echo "  The guest's $TAP:"
+	ip -n "$GUEST" -br addr show dev "$TAP" | sed 's/^/    /'
+	echo
+}
+
+step_ipv6() {
+	log "static IPv6 $GUEST6/120 in $GUEST, default via $GATEWAY6"
+	ip -n "$GUEST" addr add "$GUEST6/120" dev "$TAP" nodad
+	ip -n "$GUEST" -6 route add default via "$GATEWAY6" dev "$TAP"
+}
+
+# ping_from NS ADDR: ping ADDR from NS, retrying a few times (NDP, ARP).
+ping_from() {
+	local ns=$1 addr=$2 i
+	for i in 1 2 3 4 5; do
+		if run "$ns" ping -c1 -W2 "$addr" >/dev/null; then
+			log "ping $addr from $ns: ok"
+			return 0
+		fi
+	done
+	die "ping $addr from $ns failed"
+}
+
+step_ping_gateway() {
+	ping_from "$GUEST" "$GATEWAY4"
+	ping_from "$GUEST" "$GATEWAY6"
+}
+
+main() {
+	((EUID == 0)) || die "must run as root (it creates network namespaces and a tap device); try: sudo $0"
+	trap cleanup EXIT
+	step_preflight
+	step_build
+	step_topology
+	step_masq
+	step_dhcp
+	step_show_lease
+	step_ipv6
+	step_ping_gateway
+	# Next steps go here, e.g. step_fetch_outside (a server spawned in $OUT,
+	# fetched from $GUEST).
+	log "demo done; cleaning up"
+}
+
+main "$@"
