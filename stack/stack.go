@@ -85,7 +85,8 @@ func New(link stack.LinkEndpoint, cfg Config) (*Stack, error) {
 // configure attaches link as the NIC and gives it the gateway's identity.
 func (s *Stack) configure(link stack.LinkEndpoint) error {
 	link.SetLinkAddress(s.cfg.MAC)
-	if err := s.ns.CreateNICWithOptions(nicID, link, stack.NICOptions{Name: "guest"}); err != nil {
+	filtered := newNeighborFilter(link, s.cfg.IPv4.Addr(), s.cfg.IPv6.Addr(), s.cfg.MAC)
+	if err := s.ns.CreateNICWithOptions(nicID, filtered, stack.NICOptions{Name: "guest"}); err != nil {
 		return fmt.Errorf("create NIC: %s", err)
 	}
 	if err := s.ns.SetNICMTU(nicID, s.cfg.MTU); err != nil {

@@ -97,3 +97,24 @@ func TestGatewayIdentity(t *testing.T) {
 		}
 	}
 }
+
+// TestOnlyGatewayResolves checks that masq answers ARP and NDP for the
+// gateway alone: a spoofing NIC would otherwise claim every address, the
+// guest's own included, and fail the guest's duplicate address detection.
+func TestOnlyGatewayResolves(t *testing.T) {
+	for _, dst := range []string{"10.0.2.77", "10.0.2.2", "fd10:0:2::77", "fd10:0:2::2"} {
+		t.Run(dst, func(t *testing.T) {
+			_, g := newPair(t, stack.Config{MTU: 1500, IPv4: gw4, IPv6: gw6})
+			g.AddAddress(t, netip.MustParsePrefix("10.0.2.3/24"))
+			g.AddAddress(t, netip.MustParsePrefix("fd10:0:2::3/120"))
+			a := netip.MustParseAddr(dst)
+			g.Ping(a, 1500*time.Millisecond) // makes the guest resolve a
+			if mac, ok := g.Neighbor(a); ok {
+				t.Fatalf("guest resolved %s to %s: masq answered for an address that is not the gateway's", dst, mac)
+			}
+			if err := g.Ping(gw4.Addr(), 2*time.Second); err != nil {
+				t.Fatalf("gateway no longer answers: %v", err)
+			}
+		})
+	}
+}

@@ -78,6 +78,45 @@ func (g *Guest) AddAddress(tb testing.TB, p netip.Prefix) {
 	}
 }
 
+// UseGateways routes everything off-link through the given gateways, as
+// a real guest's default routes do: the guest resolves only the gateway's
+// link address, never a remote host's. On-link traffic (the subnets of
+// the guest's addresses and link-local) still goes out directly.
+func (g *Guest) UseGateways(gws ...netip.Addr) {
+	var routes []tcpip.Route
+	for _, gw := range gws {
+		if gw.Is4() {
+			routes = append(routes, tcpip.Route{Destination: onLink(gw, 24), NIC: NIC},
+				tcpip.Route{Destination: header.IPv4EmptySubnet, Gateway: Addr(gw), NIC: NIC})
+		} else {
+			routes = append(routes, tcpip.Route{Destination: onLink(gw, 120), NIC: NIC},
+				tcpip.Route{Destination: onLink(netip.MustParseAddr("fe80::"), 64), NIC: NIC},
+				tcpip.Route{Destination: header.IPv6EmptySubnet, Gateway: Addr(gw), NIC: NIC})
+		}
+	}
+	g.Stack.SetRouteTable(routes)
+}
+
+// onLink is the subnet of a with the given prefix length.
+func onLink(a netip.Addr, bits int) tcpip.Subnet {
+	p := netip.PrefixFrom(a, bits).Masked()
+	return tcpip.AddressWithPrefix{Address: Addr(p.Addr()), PrefixLen: bits}.Subnet()
+}
+
+// Neighbor returns the link address the guest resolved a to, if any.
+func (g *Guest) Neighbor(a netip.Addr) (tcpip.LinkAddress, bool) {
+	entries, err := g.Stack.Neighbors(NIC, protocolOf(a))
+	if err != nil {
+		return "", false
+	}
+	for _, e := range entries {
+		if e.Addr == Addr(a) && e.LinkAddr != "" {
+			return e.LinkAddr, true
+		}
+	}
+	return "", false
+}
+
 // RemoveAddress removes a from the guest's NIC.
 func (g *Guest) RemoveAddress(tb testing.TB, a netip.Addr) {
 	tb.Helper()

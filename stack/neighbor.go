@@ -1,0 +1,79 @@
+package stack
+
+import (
+	"net/netip"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// neighborFilter keeps the NIC from answering ARP requests and NDP neighbor
+// solicitations for addresses other than the gateway's. The NIC spoofs (it
+// must, to answer for the world's addresses at layer 3), and gVisor answers
+// neighbor queries for every address a spoofing NIC could use, the guest's
+// own included: that would fail the guest's duplicate address detection
+// (IPv6 DAD, an ARP probe before taking a DHCP lease) and claim its
+// neighbours' addresses. The guest only ever needs the gateway resolved.
+type neighborFilter struct {
+	nested.Endpoint
+	gw4, gw6, gwLinkLocal tcpip.Address
+}
+
+var _ stack.NetworkDispatcher = (*neighborFilter)(nil)
+var _ stack.LinkEndpoint = (*neighborFilter)(nil)
+
+// newNeighborFilter wraps link so that only the given gateway addresses
+// (either may be the zero Addr) are resolvable.
+func newNeighborFilter(link stack.LinkEndpoint, gw4, gw6 netip.Addr, mac tcpip.LinkAddress) *neighborFilter {
+	f := &neighborFilter{gwLinkLocal: header.LinkLocalAddr(mac)}
+	if gw4.IsValid() {
+		f.gw4 = addrFrom(gw4)
+	}
+	if gw6.IsValid() {
+		f.gw6 = addrFrom(gw6)
+	}
+	f.Init(link, f)
+	return f
+}
+
+// DeliverNetworkPacket implements stack.NetworkDispatcher: it drops
+// neighbor queries for addresses that are not the gateway's.
+func (f *neighborFilter) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	if f.foreignQuery(protocol, pkt) {
+		return
+	}
+	f.Endpoint.DeliverNetworkPacket(protocol, pkt)
+}
+
+// foreignQuery reports whether pkt asks for the link address of an address
+// other than the gateway's.
+func (f *neighborFilter) foreignQuery(protocol tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) bool {
+	switch protocol {
+	case header.ARPProtocolNumber:
+		b, ok := pkt.Data().PullUp(header.ARPSize)
+		if !ok {
+			return false // malformed: arp drops it
+		}
+		arp := header.ARP(b)
+		return arp.Op() == header.ARPRequest && tcpip.AddrFrom4Slice(arp.ProtocolAddressTarget()) != f.gw4
+	case header.IPv6ProtocolNumber:
+		const size = header.IPv6MinimumSize + header.ICMPv6NeighborSolicitMinimumSize
+		b, ok := pkt.Data().PullUp(size)
+		if !ok {
+			return false
+		}
+		ip := header.IPv6(b)
+		if ip.TransportProtocol() != header.ICMPv6ProtocolNumber {
+			return false
+		}
+		icmp := header.ICMPv6(ip.Payload())
+		if icmp.Type() != header.ICMPv6NeighborSolicit {
+			return false
+		}
+		target := header.NDPNeighborSolicit(icmp.MessageBody()).TargetAddress()
+		return target != f.gw6 && target != f.gwLinkLocal
+	}
+	return false
+}
