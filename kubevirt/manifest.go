@@ -1,0 +1,339 @@
+// Package kubevirt reads what masq needs from a KubeVirt VirtualMachine or
+// VirtualMachineInstance manifest: the masquerade interface on the pod
+// network, its forwarded ports and MAC address, and the pod network's
+// guest CIDRs.
+//
+// It decodes into a few small structs holding only those fields, rather
+// than kubevirt.io/api's types: those drag in k8s.io/apimachinery and
+// dozens of other modules for a handful of strings.
+package kubevirt
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+)
+
+// KindVirtualMachine and KindVirtualMachineInstance are the kinds of
+// manifest ReadManifest and ParseManifest accept.
+const (
+	KindVirtualMachine         = "VirtualMachine"
+	KindVirtualMachineInstance = "VirtualMachineInstance"
+)
+
+// group is KubeVirt's API group, the part of apiVersion before the '/'.
+const group = "kubevirt.io"
+
+// The ports libvirt's migration uses inside the launcher pod, never
+// forwarded. They are nat.LibvirtMigrationPort1 and 2, repeated here so
+// that reading a manifest does not link the netstack; the tests check
+// that the two agree.
+const (
+	migrationPort1 = 49152
+	migrationPort2 = 49153
+)
+
+// Manifest is what masq takes from a VM manifest.
+type Manifest struct {
+	// Kind is KindVirtualMachine or KindVirtualMachineInstance.
+	Kind string
+
+	// Name is metadata.name; it may be empty.
+	Name string
+
+	// Interface is the name of the masquerade interface on the pod network.
+	Interface string
+
+	// Ports are the interface's forwarded ports, in manifest order, each
+	// valid. Empty means KubeVirt forwards every port.
+	Ports []Port
+
+	// VMCIDR is the pod network's vmNetworkCIDR, an IPv4 prefix as
+	// written; the zero Prefix when absent (KubeVirt's default applies).
+	VMCIDR netip.Prefix
+
+	// VMIPv6CIDR is the pod network's vmIPv6NetworkCIDR, an IPv6 prefix as
+	// written; the zero Prefix when absent.
+	VMIPv6CIDR netip.Prefix
+
+	// MAC is the interface's 48-bit macAddress, nil when absent.
+	MAC net.HardwareAddr
+}
+
+// Port is one entry of the masquerade interface's ports list.
+type Port struct {
+	// Name is the entry's name; it may be empty.
+	Name string
+
+	// Protocol is "TCP" or "UDP"; "TCP" when the manifest leaves it out.
+	Protocol string
+
+	// Port is the port number, 1 to 65535 and neither 49152 nor 49153
+	// (libvirt's migration, never forwarded; see nat.Reserved).
+	Port uint16
+}
+
+// PortSpec renders m.Ports in nat.ParsePorts syntax, e.g. "80/tcp,53/udp".
+// It returns "" when m.Ports is empty, which nat.ParsePorts refuses: the
+// caller then forwards every port, as KubeVirt does.
+func (m Manifest) PortSpec() string {
+	parts := make([]string, len(m.Ports))
+	for i, p := range m.Ports {
+		parts[i] = strconv.Itoa(int(p.Port)) + "/" + strings.ToLower(p.Protocol)
+	}
+	return strings.Join(parts, ",")
+}
+
+// ReadManifest reads and parses the manifest at path; see ParseManifest.
+// Errors name path.
+func ReadManifest(path string) (Manifest, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("cannot read VM manifest: %w", err)
+	}
+	m, err := ParseManifest(data)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
+}
+
+// ParseManifest parses a VirtualMachine or VirtualMachineInstance
+// manifest, in YAML or JSON. It finds the one interface with the
+// masquerade binding, which must be on the pod network, and checks every
+// field it reads; an error names the field (e.g.
+// spec.template.spec.networks[0].pod.vmNetworkCIDR). Fields it does not
+// read are not checked.
+func ParseManifest(data []byte) (Manifest, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return Manifest{}, errors.New("empty file: want a VM manifest in YAML or JSON")
+	}
+	var doc document
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return Manifest{}, fmt.Errorf("not a VM manifest in YAML or JSON: %w", err)
+	}
+	spec, path, err := doc.vmiSpec()
+	if err != nil {
+		return Manifest{}, err
+	}
+	m, err := spec.manifest(path)
+	if err != nil {
+		return Manifest{}, err
+	}
+	m.Kind, m.Name = doc.Kind, doc.Metadata.Name
+	return m, nil
+}
+
+// document is the part of a manifest masq reads. Field names follow
+// kubevirt.io/api/core/v1. Spec holds both shapes: a
+// VirtualMachineInstance's fields, and a VirtualMachine's template.
+type document struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Metadata   struct {
+		Name string `json:"name"`
+	} `json:"metadata"`
+	Spec *struct {
+		Domain   domain    `json:"domain"`
+		Networks []network `json:"networks"`
+		Template *struct {
+			Spec *vmiSpec `json:"spec"`
+		} `json:"template"`
+	} `json:"spec"`
+}
+
+// vmiSpec is a VirtualMachineInstance's spec, or a VirtualMachine's
+// spec.template.spec.
+type vmiSpec struct {
+	Domain   domain    `json:"domain"`
+	Networks []network `json:"networks"`
+}
+
+// domain is a VMI spec's domain.
+type domain struct {
+	Devices struct {
+		Interfaces []iface `json:"interfaces"`
+	} `json:"devices"`
+}
+
+// iface is an entry of spec.domain.devices.interfaces.
+type iface struct {
+	Name       string    `json:"name"`
+	Masquerade *struct{} `json:"masquerade"`
+	MacAddress string    `json:"macAddress"`
+	Ports      []port    `json:"ports"`
+}
+
+// port is an entry of an interface's ports. Port is wide so that values
+// out of range reach validation, which names the entry.
+type port struct {
+	Name     string `json:"name"`
+	Protocol string `json:"protocol"`
+	Port     int64  `json:"port"`
+}
+
+// network is an entry of spec.networks: the pod network when Pod is set.
+type network struct {
+	Name string      `json:"name"`
+	Pod  *podNetwork `json:"pod"`
+}
+
+// podNetwork is a network's pod field.
+type podNetwork struct {
+	VMNetworkCIDR     string `json:"vmNetworkCIDR"`
+	VMIPv6NetworkCIDR string `json:"vmIPv6NetworkCIDR"`
+}
+
+// vmiSpec checks the kind and returns the VMI spec with its field path.
+func (d document) vmiSpec() (*vmiSpec, string, error) {
+	g, _, _ := strings.Cut(d.APIVersion, "/")
+	if g != group || (d.Kind != KindVirtualMachine && d.Kind != KindVirtualMachineInstance) {
+		return nil, "", fmt.Errorf("apiVersion %q kind %q: want a %s or %s of apiVersion %s/v1",
+			d.APIVersion, d.Kind, KindVirtualMachine, KindVirtualMachineInstance, group)
+	}
+	switch {
+	case d.Spec == nil:
+		return nil, "", errors.New("spec: missing")
+	case d.Kind == KindVirtualMachineInstance:
+		return &vmiSpec{Domain: d.Spec.Domain, Networks: d.Spec.Networks}, "spec", nil
+	case d.Spec.Template == nil || d.Spec.Template.Spec == nil:
+		return nil, "", errors.New("spec.template.spec: missing")
+	}
+	return d.Spec.Template.Spec, "spec.template.spec", nil
+}
+
+// manifest finds the masquerade interface and its pod network in s, whose
+// field path is path, and reads them.
+func (s *vmiSpec) manifest(path string) (Manifest, error) {
+	ifPath, netPath, err := s.masquerade(path)
+	if err != nil {
+		return Manifest{}, err
+	}
+	in := s.Domain.Devices.Interfaces[ifPath.index]
+	pod := s.Networks[netPath.index].Pod
+	m := Manifest{Interface: in.Name}
+	if m.Ports, err = readPorts(ifPath.String()+".ports", in.Ports); err != nil {
+		return Manifest{}, err
+	}
+	if m.MAC, err = readMAC(ifPath.String()+".macAddress", in.MacAddress); err != nil {
+		return Manifest{}, err
+	}
+	podPath := netPath.String() + ".pod"
+	if m.VMCIDR, err = readCIDR(podPath+".vmNetworkCIDR", pod.VMNetworkCIDR, true); err != nil {
+		return Manifest{}, err
+	}
+	if m.VMIPv6CIDR, err = readCIDR(podPath+".vmIPv6NetworkCIDR", pod.VMIPv6NetworkCIDR, false); err != nil {
+		return Manifest{}, err
+	}
+	return m, nil
+}
+
+// elem is the path of a list element: list[index].
+type elem struct {
+	list  string
+	index int
+}
+
+// String renders e as "list[index]".
+func (e elem) String() string { return fmt.Sprintf("%s[%d]", e.list, e.index) }
+
+// masquerade returns the paths of the one masquerade interface in s and of
+// its network, which must be the pod network.
+func (s *vmiSpec) masquerade(path string) (ifPath, netPath elem, err error) {
+	ifList, netList := path+".domain.devices.interfaces", path+".networks"
+	found := false
+	for i, in := range s.Domain.Devices.Interfaces {
+		if in.Masquerade == nil {
+			continue
+		}
+		here := elem{ifList, i}
+		if found {
+			return elem{}, elem{}, fmt.Errorf("%s and %s (%q, %q): two masquerade interfaces; masq serves one",
+				ifPath, here, s.Domain.Devices.Interfaces[ifPath.index].Name, in.Name)
+		}
+		j := s.network(in.Name)
+		if j < 0 {
+			return elem{}, elem{}, fmt.Errorf("%s: masquerade interface %q has no network of that name in %s", here, in.Name, netList)
+		}
+		if s.Networks[j].Pod == nil {
+			return elem{}, elem{}, fmt.Errorf("%s: masquerade interface %q is on %s, which is not the pod network (pod: {}); masq serves only the pod network",
+				here, in.Name, elem{netList, j})
+		}
+		ifPath, netPath, found = here, elem{netList, j}, true
+	}
+	if !found {
+		return elem{}, elem{}, fmt.Errorf("%s: no interface with masquerade: {} on the pod network", ifList)
+	}
+	return ifPath, netPath, nil
+}
+
+// network returns the index of the network called name in s, or -1.
+func (s *vmiSpec) network(name string) int {
+	for i, n := range s.Networks {
+		if n.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// readPorts validates an interface's ports, at path.
+func readPorts(path string, in []port) ([]Port, error) {
+	var out []Port
+	for i, p := range in {
+		here := elem{path, i}
+		proto := strings.ToUpper(p.Protocol)
+		switch proto {
+		case "":
+			proto = "TCP"
+		case "TCP", "UDP":
+		default:
+			return nil, fmt.Errorf("%s (%q): protocol %q: allowed are TCP or UDP", here, p.Name, p.Protocol)
+		}
+		if p.Port < 1 || p.Port > 65535 {
+			return nil, fmt.Errorf("%s (%q): port %d: allowed are 1 to 65535", here, p.Name, p.Port)
+		}
+		if p.Port == migrationPort1 || p.Port == migrationPort2 {
+			return nil, fmt.Errorf("%s (%q): port %d: ports %d and %d belong to libvirt's migration and are never forwarded",
+				here, p.Name, p.Port, migrationPort1, migrationPort2)
+		}
+		out = append(out, Port{Name: p.Name, Protocol: proto, Port: uint16(p.Port)})
+	}
+	return out, nil
+}
+
+// readMAC parses the macAddress field at path; "" is no address.
+func readMAC(path, s string) (net.HardwareAddr, error) {
+	if s == "" {
+		return nil, nil
+	}
+	mac, err := net.ParseMAC(s)
+	if err != nil || len(mac) != 6 {
+		return nil, fmt.Errorf("%s %q: want a 48-bit MAC address like 02:00:00:0a:0b:0c", path, s)
+	}
+	return mac, nil
+}
+
+// readCIDR parses the CIDR field at path, of IPv4 when v4, else IPv6; ""
+// is the zero Prefix.
+func readCIDR(path, s string, v4 bool) (netip.Prefix, error) {
+	if s == "" {
+		return netip.Prefix{}, nil
+	}
+	family, example := "IPv6", "fd10:0:2::/120"
+	if v4 {
+		family, example = "IPv4", "10.0.2.0/24"
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil || p.Addr().Is4() != v4 {
+		return netip.Prefix{}, fmt.Errorf("%s %q: want an %s network in CIDR form, like %s", path, s, family, example)
+	}
+	return p, nil
+}
