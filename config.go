@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+
+	"github.com/masqnet/masq/nat"
 )
 
 // MinMTU and MaxMTU bound Config.MTU: IPv4's minimum datagram size, and the
@@ -61,6 +63,16 @@ type Config struct {
 	// ResolvConf is the path of the resolv.conf whose nameservers and
 	// search domains the guest gets.
 	ResolvConf string
+
+	// AllowGatewayToPod lets the guest reach the pod's loopback services
+	// through the gateway's address: gateway:P is forwarded to
+	// 127.0.0.1:P (::1:P for IPv6). Off, such connections are refused.
+	AllowGatewayToPod bool
+
+	// Pod is how flows reach the world; nil means the kernel's sockets
+	// in masq's own network namespace. Tests and embedders inject their
+	// own.
+	Pod nat.Pod
 
 	// Logger receives one line per event. Nil means slog.Default().
 	Logger *slog.Logger

@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/masqnet/masq/dhcp"
+	"github.com/masqnet/masq/nat"
 	"github.com/masqnet/masq/stack"
 	"github.com/masqnet/masq/tap"
 )
@@ -51,11 +52,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("create guest network stack: %w", err)
 	}
 	defer st.Close()
-	return serve(ctx, st, p, log.With("tap", dev.Name()))
+	return serve(ctx, st, p, cfg.Pod, log.With("tap", dev.Name()))
 }
 
 // serve runs the services on st until ctx ends and waits for all of them.
-func serve(ctx context.Context, st *stack.Stack, p runPlan, log *slog.Logger) error {
+func serve(ctx context.Context, st *stack.Stack, p runPlan, pod nat.Pod, log *slog.Logger) error {
 	conn, err := st.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), dhcpServerPort))
 	if err != nil {
 		return fmt.Errorf("listen for DHCP: %w", err)
@@ -65,16 +66,24 @@ func serve(ctx context.Context, st *stack.Stack, p runPlan, log *slog.Logger) er
 		conn.Close()
 		return fmt.Errorf("dhcp server: %w", err)
 	}
+	masq, err := nat.New(st, nat.Config{Policy: p.policy, Pod: pod, Logger: log})
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
 	wg.Go(func() { errc <- srv.Serve(ctx, conn) })
+	wg.Go(func() { masq.Run(ctx) })
 	log.Info("masq ready", "gateway", p.gateway4, "gateway6", p.gateway6, "guest", p.dhcp.GuestIP, "mtu", p.mtu)
 	var serveErr error
 	select {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
-	conn.Close()
+	stop()
 	wg.Wait()
 	if serveErr != nil {
 		return fmt.Errorf("dhcp server: %w", serveErr)

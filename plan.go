@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/masqnet/masq/dhcp"
+	"github.com/masqnet/masq/nat"
 )
 
 // runPlan is a validated Config resolved against the system: every value
@@ -16,6 +17,7 @@ type runPlan struct {
 	gateway4 netip.Prefix
 	gateway6 netip.Prefix
 	dhcp     dhcp.Config
+	policy   nat.Policy
 }
 
 // plan resolves cfg's defaults from the pod (interface MTU, host name,
@@ -38,7 +40,17 @@ func plan(cfg Config, log *slog.Logger) (runPlan, error) {
 	if cfg.VMIPv6CIDR.IsValid() {
 		p.gateway6 = netip.PrefixFrom(gateway(cfg.VMIPv6CIDR), cfg.VMIPv6CIDR.Bits())
 	}
-	p.dhcp = dhcpConfig(cfg, mtu, readResolvConf(cfg.ResolvConf, log), log)
+	rc := readResolvConf(cfg.ResolvConf, log)
+	offer, forward := dnsPlan(gateway(cfg.VMCIDR), rc.Nameservers, log)
+	p.dhcp = dhcpConfig(cfg, mtu, offer, rc.Search)
+	p.policy = nat.Policy{
+		Guest4: guest(cfg.VMCIDR), Net4: cfg.VMCIDR,
+		AllowGatewayToPod: cfg.AllowGatewayToPod,
+		DNS:               forward,
+	}
+	if cfg.VMIPv6CIDR.IsValid() {
+		p.policy.Guest6, p.policy.Net6 = guest(cfg.VMIPv6CIDR), cfg.VMIPv6CIDR
+	}
 	return p, nil
 }
 
@@ -76,27 +88,42 @@ func readResolvConf(path string, log *slog.Logger) dhcp.ResolvConf {
 	return rc
 }
 
-// dhcpConfig builds the DHCP server's configuration. Only IPv4 nameservers
-// off loopback are offered: a loopback resolver is the pod's own and
-// unreachable from the guest.
-func dhcpConfig(cfg Config, mtu uint32, rc dhcp.ResolvConf, log *slog.Logger) dhcp.Config {
-	var dns []netip.Addr
-	for _, ns := range rc.Nameservers {
+// dnsPlan decides which nameservers the guest is offered (DHCPv4 carries
+// IPv4 ones only) and whether gateway:53 forwards to the pod's resolver.
+// The pod's nameservers are offered as they are; when all of them are on
+// the pod's loopback (systemd-resolved's 127.0.0.53 on a host), the guest
+// could not reach them, so it is offered the gateway, and masq forwards
+// DNS arriving there to the first of them.
+func dnsPlan(gw netip.Addr, nameservers []netip.Addr, log *slog.Logger) (offer []netip.Addr, forward netip.AddrPort) {
+	var loopback []netip.Addr
+	for _, ns := range nameservers {
 		switch {
-		case !ns.Is4():
 		case ns.IsLoopback():
-			log.Warn("loopback nameserver not offered to the guest", "nameserver", ns)
-		default:
-			dns = append(dns, ns)
+			loopback = append(loopback, ns)
+		case ns.Is4():
+			offer = append(offer, ns)
 		}
 	}
+	if len(loopback) > 0 && len(loopback) == len(nameservers) {
+		forward = netip.AddrPortFrom(loopback[0], 53)
+		log.Info("pod resolver is on loopback: guest DNS goes through the gateway", "resolver", forward, "gateway", gw)
+		return []netip.Addr{gw}, forward
+	}
+	if len(loopback) > 0 {
+		log.Warn("loopback nameservers not offered to the guest", "nameservers", loopback)
+	}
+	return offer, netip.AddrPort{}
+}
+
+// dhcpConfig builds the DHCP server's configuration.
+func dhcpConfig(cfg Config, mtu uint32, dns []netip.Addr, search []string) dhcp.Config {
 	return dhcp.Config{
 		ServerIP:   gateway(cfg.VMCIDR),
 		GuestIP:    guest(cfg.VMCIDR),
 		Network:    cfg.VMCIDR,
 		DNS:        dns,
-		Search:     rc.Search,
-		DomainName: dhcp.LongestDomain(rc.Search),
+		Search:     search,
+		DomainName: dhcp.LongestDomain(search),
 		Hostname:   hostname(cfg.Hostname),
 		MTU:        uint16(min(mtu, 65535)),
 		GuestMAC:   cfg.GuestMAC,

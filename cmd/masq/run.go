@@ -28,6 +28,7 @@ type runFlags struct {
 	hostname     string
 	resolvConf   string
 	logLevel     string
+	allowGateway bool
 }
 
 // newRunCommand builds `masq run`.
@@ -68,6 +69,7 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.hostname, "hostname", "", "host name sent to the guest (default: the pod's)")
 	fs.StringVar(&f.resolvConf, "resolv-conf", d.ResolvConf, "resolver configuration whose nameservers and search domains the guest gets")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&f.allowGateway, "allow-gateway-to-pod", false, "let the guest reach the pod's loopback services at the gateway's address")
 }
 
 // config turns the flags into a validated masq.Config.
@@ -92,6 +94,7 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 	}
 	cfg.Tap, cfg.GuestNetns, cfg.TapFD = f.tap, f.guestNetns, f.tapFD
 	cfg.PodInterface, cfg.MTU, cfg.Hostname, cfg.ResolvConf = f.podInterface, f.mtu, f.hostname, f.resolvConf
+	cfg.AllowGatewayToPod = f.allowGateway
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	return cfg, cfg.Validate()
 }

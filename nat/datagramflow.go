@@ -1,0 +1,129 @@
+package nat
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/masqnet/masq/stack"
+)
+
+// datagramFlow is one guest source (address and port, or echo
+// identifier) proxied through one pod socket. Replies are accepted from
+// the addresses the flow has sent to (address-dependent filtering, RFC
+// 4787's recommended mode for security) and written to the guest from the
+// address it sent to.
+type datagramFlow struct {
+	t     *datagramTable
+	key   flowKey
+	src   netip.AddrPort // the guest's address and port
+	conn  UDPConn
+	ready *podReadiness
+	idle  time.Duration
+
+	lastActive atomic.Int64 // Config.Now at the last packet, in Unix ns
+
+	mu sync.Mutex
+	// peers maps each pod-side address the flow sent to to the address
+	// (and, for a mapped destination, the port) replies from it appear to
+	// come from; a zero port keeps the reply's own. Guarded by mu.
+	peers map[netip.Addr]netip.AddrPort
+
+	closeOnce sync.Once
+}
+
+func newDatagramFlow(t *datagramTable, key flowKey, conn UDPConn, idle time.Duration) *datagramFlow {
+	f := &datagramFlow{t: t, key: key, src: key.src, conn: conn, ready: newPodReadiness(conn), idle: idle,
+		peers: make(map[netip.Addr]netip.AddrPort, 1)}
+	f.touch()
+	return f
+}
+
+// send sends a guest datagram to dst from the pod; guestDst is where the
+// guest sent it (dst unless the policy mapped it).
+func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort) {
+	seen := netip.AddrPortFrom(guestDst.Addr(), 0)
+	if guestDst != dst {
+		seen = guestDst
+	}
+	f.mu.Lock()
+	if _, ok := f.peers[dst.Addr()]; !ok {
+		f.peers[dst.Addr()] = seen
+	}
+	f.mu.Unlock()
+	f.touch()
+	if _, err := f.conn.WriteToUDPAddrPort(payload, dst); err != nil {
+		f.t.stats.sendFailed.Add(1)
+	}
+}
+
+// peer returns where the guest sees a reply from the pod-side address
+// from come from, and whether the flow has sent there at all.
+func (f *datagramFlow) peer(from netip.AddrPort) (netip.AddrPort, bool) {
+	f.mu.Lock()
+	seen, ok := f.peers[from.Addr().Unmap()]
+	f.mu.Unlock()
+	if ok && seen.Port() == 0 {
+		seen = netip.AddrPortFrom(seen.Addr(), from.Port())
+	}
+	return seen, ok
+}
+
+// readLoop writes the pod socket's datagrams to the guest until the socket
+// is closed; it then releases the flow.
+func (f *datagramFlow) readLoop() {
+	senders := make(map[netip.Addr]*stack.Sender, 1)
+	defer func() {
+		for _, s := range senders {
+			s.Close()
+		}
+		f.t.remove(f)
+		f.t.n.untrack(f)
+	}()
+	for {
+		if f.ready != nil && f.ready.wait() != nil {
+			return
+		}
+		b := f.t.n.getBuffer()
+		nr, from, err := f.conn.ReadFromUDPAddrPort(*b)
+		if err != nil {
+			f.t.n.putBuffer(b)
+			return
+		}
+		f.reply((*b)[:nr], from, senders)
+		f.t.n.putBuffer(b)
+	}
+}
+
+// reply writes one datagram from the pod-side address from to the guest.
+func (f *datagramFlow) reply(payload []byte, from netip.AddrPort, senders map[netip.Addr]*stack.Sender) {
+	src, ok := f.peer(from)
+	if !ok {
+		return // filtered: the flow never sent there
+	}
+	s := senders[src.Addr()]
+	if s == nil {
+		var err error
+		if s, err = f.t.n.st.NewSender(src.Addr(), f.src.Addr()); err != nil {
+			return
+		}
+		senders[src.Addr()] = s
+	}
+	f.touch()
+	f.t.proto.reply(s, src, f.src, payload)
+}
+
+// touch records activity now.
+func (f *datagramFlow) touch() { f.lastActive.Store(f.t.n.cfg.Now().UnixNano()) }
+
+// idleSince returns how long the flow has been idle at now.
+func (f *datagramFlow) idleSince(now time.Time) time.Duration {
+	return time.Duration(now.UnixNano() - f.lastActive.Load())
+}
+
+// abort closes the pod socket; the read loop then ends and releases the
+// flow. It implements flow.
+func (f *datagramFlow) abort() {
+	f.closeOnce.Do(func() { f.conn.Close() })
+}

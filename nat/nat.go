@@ -1,0 +1,236 @@
+package nat
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/masqnet/masq/stack"
+)
+
+// Defaults for Config's bounds and timeouts.
+const (
+	// DefaultDialTimeout bounds the pod-side connect of a guest's TCP
+	// connection. The guest's SYN waits that long at most; Linux gives up
+	// on a connect after about 2 minutes, so 20 s fails black holes well
+	// before the guest does while leaving slow paths time.
+	DefaultDialTimeout = 20 * time.Second
+
+	// DefaultMaxTCPPending bounds the guest's connections being dialled at
+	// once (gVisor's forwarder in-flight limit). gvisor-tap-vsock uses 10,
+	// so ten black-holed destinations stall it; thousands keep a burst of
+	// connects (a browser, a crawler) moving.
+	DefaultMaxTCPPending = 4096
+
+	// DefaultMaxTCP bounds established proxied TCP connections per guest:
+	// about 2 GiB of gVisor buffers at full load, far above a VM's need.
+	DefaultMaxTCP = 32768
+
+	// DefaultMaxUDPFlows bounds UDP flows per guest (pod sockets open).
+	DefaultMaxUDPFlows = 8192
+
+	// DefaultUDPIdleTimeout ends a UDP flow without traffic, as the
+	// kernel's conntrack does for an assured stream (120 s).
+	DefaultUDPIdleTimeout = 120 * time.Second
+
+	// DefaultDNSIdleTimeout ends a flow to port 53 sooner: a DNS exchange
+	// is one request and one answer, and resolvers use a fresh source port
+	// per query, so these flows would otherwise pile up.
+	DefaultDNSIdleTimeout = 30 * time.Second
+)
+
+// Config configures a NAT. Zero fields take the defaults above.
+type Config struct {
+	// Policy decides every new flow.
+	Policy Policy
+	// Pod reaches the world; nil means KernelPod.
+	Pod Pod
+	// DialTimeout bounds the pod-side connect of a TCP flow.
+	DialTimeout time.Duration
+	// MaxTCPPending bounds connections being dialled at once.
+	MaxTCPPending int
+	// MaxTCP bounds established TCP flows; more are refused (RST).
+	MaxTCP int
+	// MaxUDPFlows bounds UDP flows; more are dropped.
+	MaxUDPFlows int
+	// UDPIdleTimeout and DNSIdleTimeout end idle UDP flows.
+	UDPIdleTimeout, DNSIdleTimeout time.Duration
+	// Now is the clock for idle timeouts; nil means time.Now.
+	Now func() time.Time
+	// Logger logs one line per event; nil discards.
+	Logger *slog.Logger
+}
+
+// withDefaults fills the zero fields of c.
+func (c Config) withDefaults() Config {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.MaxTCPPending, DefaultMaxTCPPending)
+	def(&c.MaxTCP, DefaultMaxTCP)
+	def(&c.MaxUDPFlows, DefaultMaxUDPFlows)
+	defDur(&c.DialTimeout, DefaultDialTimeout)
+	defDur(&c.UDPIdleTimeout, DefaultUDPIdleTimeout)
+	defDur(&c.DNSIdleTimeout, DefaultDNSIdleTimeout)
+	if c.Pod == nil {
+		c.Pod = KernelPod{}
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// NAT proxies the guest's flows on a stack through the pod. New installs
+// it; Run serves until its context ends and then closes every flow.
+type NAT struct {
+	cfg   Config
+	st    *stack.Stack
+	log   *slog.Logger
+	stats counters
+	bufs  sync.Pool // *[]byte of copyBufferSize
+
+	ctx    context.Context // ends when Run's does; flows derive from it
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	closed bool              // no new flow may start; guarded by mu
+	flows  map[flow]struct{} // open flows, closed on shutdown; guarded by mu
+	wg     sync.WaitGroup    // every flow goroutine
+
+	udp, icmp *datagramTable
+
+	ping4, ping6 bool // the pod gives ping sockets of the family
+}
+
+// flow is an open proxied flow that shutdown must close.
+type flow interface{ abort() }
+
+// copyBufferSize is the size of the pooled copy buffers: 64 KiB, one
+// maximal TCP segment of the largest MTU, so jumbo flows copy a segment per
+// system call.
+const copyBufferSize = 64 << 10
+
+// New installs a NAT on st: from now on the guest's TCP and UDP flows are
+// handed to it. Run must be called to serve them.
+func New(st *stack.Stack, cfg Config) (*NAT, error) {
+	cfg = cfg.withDefaults()
+	if !cfg.Policy.Guest4.IsValid() && !cfg.Policy.Guest6.IsValid() {
+		return nil, errors.New("nat: policy has no guest address")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &NAT{
+		cfg: cfg, st: st, log: cfg.Logger, ctx: ctx, cancel: cancel,
+		flows: make(map[flow]struct{}),
+	}
+	n.bufs.New = func() any { b := make([]byte, copyBufferSize); return &b }
+	c := &n.stats
+	n.udp = newDatagramTable(n, udpProto{}, cfg.MaxUDPFlows,
+		flowCounters{&c.udpLimited, &c.udpOpened, &c.udpExpired, &c.udpSendFailed})
+	n.icmp = newDatagramTable(n, icmpProto{}, cfg.MaxUDPFlows,
+		flowCounters{&c.icmpLimited, &c.icmpOpened, &c.icmpExpired, &c.icmpSendFailed})
+	ns := st.Netstack()
+	fwd := tcp.NewForwarder(ns, 0, cfg.MaxTCPPending, n.forwardTCP)
+	ns.SetTransportProtocolHandler(tcp.ProtocolNumber, func(id gstack.TransportEndpointID, pkt *gstack.PacketBuffer) bool {
+		return n.handleTCP(fwd, id, pkt)
+	})
+	ns.SetTransportProtocolHandler(udp.ProtocolNumber, n.handleUDP)
+	ns.SetTransportProtocolHandler(icmp.ProtocolNumber4, n.handleICMP)
+	ns.SetTransportProtocolHandler(icmp.ProtocolNumber6, n.handleICMP)
+	n.ping4, n.ping6 = probePing(cfg.Pod, netip.IPv4Unspecified()), probePing(cfg.Pod, netip.IPv6Unspecified())
+	if !n.ping4 || !n.ping6 {
+		n.log.Info("guest pings to the world are not answered: the pod gives no ping socket (net.ipv4.ping_group_range)",
+			"ipv4", n.ping4, "ipv6", n.ping6)
+	}
+	return n, nil
+}
+
+// probePing reports whether pod gives ping sockets of a's family.
+func probePing(pod Pod, a netip.Addr) bool {
+	c, err := pod.ListenPing(a)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// pingOK reports whether echo requests to a can be proxied.
+func (n *NAT) pingOK(a netip.Addr) bool {
+	if a.Is4() {
+		return n.ping4
+	}
+	return n.ping6
+}
+
+// Run serves until ctx ends, then refuses new flows, closes every open one
+// and returns once all of their goroutines have ended.
+func (n *NAT) Run(ctx context.Context) error {
+	n.wg.Go(func() { n.udp.expireLoop(n.ctx) })
+	n.wg.Go(func() { n.icmp.expireLoop(n.ctx) })
+	select {
+	case <-ctx.Done():
+	case <-n.ctx.Done():
+	}
+	n.shutdown()
+	return nil
+}
+
+// shutdown stops new flows, aborts open ones and waits for them.
+func (n *NAT) shutdown() {
+	n.mu.Lock()
+	n.closed = true
+	open := make([]flow, 0, len(n.flows))
+	for f := range n.flows {
+		open = append(open, f)
+	}
+	n.mu.Unlock()
+	n.cancel()
+	for _, f := range open {
+		f.abort()
+	}
+	n.wg.Wait()
+}
+
+// track registers a new flow's goroutine; false means NAT is shutting down
+// and the flow must not start.
+func (n *NAT) track(f flow) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return false
+	}
+	n.flows[f] = struct{}{}
+	n.wg.Add(1)
+	return true
+}
+
+// untrack is the end of a tracked flow's goroutine.
+func (n *NAT) untrack(f flow) {
+	n.mu.Lock()
+	delete(n.flows, f)
+	n.mu.Unlock()
+	n.wg.Done()
+}
+
+// getBuffer and putBuffer lend copy buffers.
+func (n *NAT) getBuffer() *[]byte  { return n.bufs.Get().(*[]byte) }
+func (n *NAT) putBuffer(b *[]byte) { n.bufs.Put(b) }

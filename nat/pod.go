@@ -1,0 +1,95 @@
+package nat
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// Pod is the pod side of masq: how flows reach the world. The kernel's
+// sockets implement it (KernelPod); tests inject loopback servers or
+// failures through it.
+type Pod interface {
+	// DialTCP connects to dst from the pod. It returns when connected,
+	// refused (an error wrapping syscall.ECONNREFUSED), unreachable, or
+	// when ctx ends.
+	DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error)
+
+	// ListenUDP opens an unconnected UDP socket of dst's family that can
+	// send to any address, bound to port when port is free (as kernel
+	// MASQUERADE tries to keep the source port) and to an ephemeral
+	// port otherwise.
+	ListenUDP(dst netip.Addr, port uint16) (UDPConn, error)
+
+	// ListenPing opens an ICMP echo socket of dst's family, used like a
+	// UDP socket: each datagram is an ICMP echo message (request out,
+	// reply in) whose identifier the pod's kernel chooses; the port of
+	// an address is unused. It fails when the pod allows no ping sockets.
+	ListenPing(dst netip.Addr) (UDPConn, error)
+}
+
+// UDPConn is the part of *net.UDPConn that UDP flows use; the methods do
+// not allocate.
+type UDPConn interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+	Close() error
+}
+
+// KernelPod reaches the world through the kernel's sockets in masq's own
+// network namespace: the pod's.
+type KernelPod struct{}
+
+var _ Pod = KernelPod{}
+
+// DialTCP implements Pod.DialTCP.
+func (KernelPod) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", dst.String())
+}
+
+// ListenUDP implements Pod.ListenUDP.
+func (KernelPod) ListenUDP(dst netip.Addr, port uint16) (UDPConn, error) {
+	network, any := "udp4", netip.IPv4Unspecified()
+	if dst.Is6() {
+		network, any = "udp6", netip.IPv6Unspecified()
+	}
+	c, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(any, port)))
+	if err != nil && port != 0 { // taken, or privileged: any port will do
+		c, err = net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(any, 0)))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pod udp socket: %w", err)
+	}
+	return c, nil
+}
+
+// ListenPing implements Pod.ListenPing with an unprivileged ICMP datagram
+// socket ("ping socket"), which the kernel allows to the groups in
+// net.ipv4.ping_group_range (for IPv6 too).
+func (KernelPod) ListenPing(dst netip.Addr) (UDPConn, error) {
+	family, proto := unix.AF_INET, unix.IPPROTO_ICMP
+	if dst.Is6() {
+		family, proto = unix.AF_INET6, unix.IPPROTO_ICMPV6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
+	if err != nil {
+		return nil, fmt.Errorf("ping socket: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "ping")
+	defer f.Close() // FilePacketConn dups it
+	pc, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("ping socket: %w", err)
+	}
+	c, ok := pc.(*net.UDPConn)
+	if !ok {
+		pc.Close()
+		return nil, fmt.Errorf("ping socket: unexpected %T", pc)
+	}
+	return c, nil
+}

@@ -1,0 +1,145 @@
+package nat
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// tcpFlow is one proxied TCP connection: the guest's side is a gVisor
+// endpoint, the pod's a socket. Bytes are copied both ways through pooled
+// buffers taken only while data is ready, so an idle connection holds no
+// buffer. A FIN on either side becomes a FIN (CloseWrite) on the other; an
+// RST or error on either side resets both.
+type tcpFlow struct {
+	n        *NAT
+	guest    *gonet.TCPConn
+	ep       tcpip.Endpoint
+	wq       *waiter.Queue
+	pod      net.Conn
+	podReady *podReadiness // nil when pod has no fd to poll
+
+	guestEntry  waiter.Entry
+	guestNotify chan struct{}
+	resetOnce   sync.Once
+}
+
+func newTCPFlow(n *NAT, guest *gonet.TCPConn, ep tcpip.Endpoint, wq *waiter.Queue, pod net.Conn) *tcpFlow {
+	f := &tcpFlow{n: n, guest: guest, ep: ep, wq: wq, pod: pod, podReady: newPodReadiness(pod)}
+	f.guestEntry, f.guestNotify = waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
+	return f
+}
+
+// splice copies both ways until both directions have ended, then closes
+// both sides.
+func (f *tcpFlow) splice() {
+	var wg sync.WaitGroup
+	wg.Go(f.podToGuest)
+	f.guestToPod()
+	wg.Wait()
+	f.close()
+}
+
+// guestToPod copies the guest's bytes to the pod socket.
+func (f *tcpFlow) guestToPod() {
+	for {
+		f.waitGuest()
+		b := f.n.getBuffer()
+		nr, rerr := f.guest.Read(*b)
+		var werr error
+		if nr > 0 {
+			_, werr = f.pod.Write((*b)[:nr])
+		}
+		f.n.putBuffer(b)
+		switch {
+		case werr != nil:
+			f.abort()
+			return
+		case rerr == io.EOF:
+			closeWrite(f.pod)
+			return
+		case rerr != nil:
+			f.abort()
+			return
+		}
+	}
+}
+
+// podToGuest copies the pod socket's bytes to the guest.
+func (f *tcpFlow) podToGuest() {
+	for {
+		if f.podReady != nil {
+			if err := f.podReady.wait(); err != nil {
+				f.abort()
+				return
+			}
+		}
+		b := f.n.getBuffer()
+		nr, rerr := f.pod.Read(*b)
+		var werr error
+		if nr > 0 {
+			_, werr = f.guest.Write((*b)[:nr])
+		}
+		f.n.putBuffer(b)
+		switch {
+		case werr != nil:
+			f.abort()
+			return
+		case rerr == io.EOF:
+			f.guest.CloseWrite()
+			return
+		case rerr != nil:
+			f.abort()
+			return
+		}
+	}
+}
+
+// waitGuest blocks until the guest endpoint has data, EOF or an error to
+// report, holding no buffer meanwhile.
+func (f *tcpFlow) waitGuest() {
+	const ready = waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr
+	if f.ep.Readiness(ready) != 0 {
+		return
+	}
+	f.wq.EventRegister(&f.guestEntry)
+	defer f.wq.EventUnregister(&f.guestEntry)
+	for f.ep.Readiness(ready) == 0 {
+		<-f.guestNotify
+	}
+}
+
+// abort resets both sides: an RST to the guest and to the pod's peer. It
+// implements flow; it is safe to call more than once and concurrently.
+func (f *tcpFlow) abort() {
+	f.resetOnce.Do(func() {
+		f.ep.Abort()
+		if tc, ok := f.pod.(*net.TCPConn); ok {
+			tc.SetLinger(0) // close with RST
+		}
+		f.pod.Close()
+	})
+}
+
+// close releases both sides after the copies have ended.
+func (f *tcpFlow) close() {
+	f.guest.Close()
+	f.pod.Close()
+}
+
+// closeWrite half-closes c (a FIN to its peer) when it can, and closes it
+// otherwise.
+func closeWrite(c net.Conn) {
+	type writeCloser interface{ CloseWrite() error }
+	if wc, ok := c.(writeCloser); ok {
+		if err := wc.CloseWrite(); err == nil || !errors.Is(err, net.ErrClosed) {
+			return
+		}
+	}
+	c.Close()
+}

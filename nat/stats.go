@@ -1,0 +1,73 @@
+package nat
+
+import "sync/atomic"
+
+// Stats counts what the NAT refused, dropped or hit a bound on, and what it
+// carried. Every bound has a counter here.
+type Stats struct {
+	// DroppedSpoofed counts packets of new flows whose source was not the
+	// guest's address.
+	DroppedSpoofed uint64
+	// DroppedInvalid counts packets of new flows to addresses the guest
+	// may not reach (its own network, loopback, multicast, broadcast).
+	DroppedInvalid uint64
+	// RefusedGateway counts flows to the gateway's own ports, refused.
+	RefusedGateway uint64
+	// TCPDialFailed counts TCP connections whose pod-side dial failed.
+	TCPDialFailed uint64
+	// TCPLimited counts TCP connections refused at the MaxTCP bound.
+	TCPLimited uint64
+	// TCPOpened counts TCP connections proxied.
+	TCPOpened uint64
+	// UDPLimited counts UDP packets dropped at the MaxUDPFlows bound.
+	UDPLimited uint64
+	// UDPOpened and UDPExpired count UDP flows opened and ended idle.
+	UDPOpened, UDPExpired uint64
+	// UDPSendFailed counts guest datagrams the pod socket failed to send.
+	UDPSendFailed uint64
+	// ICMPLimited, ICMPOpened, ICMPExpired and ICMPSendFailed are the same
+	// for ICMP echo flows (one per guest echo identifier).
+	ICMPLimited, ICMPOpened, ICMPExpired, ICMPSendFailed uint64
+}
+
+// counters is Stats kept with atomics.
+type counters struct {
+	droppedSpoofed, droppedInvalid, refusedGateway       atomic.Uint64
+	tcpDialFailed, tcpLimited, tcpOpened, tcpOpen        atomic.Uint64
+	udpLimited, udpOpened, udpExpired, udpSendFailed     atomic.Uint64
+	icmpLimited, icmpOpened, icmpExpired, icmpSendFailed atomic.Uint64
+}
+
+// Stats returns a snapshot of the counters.
+func (n *NAT) Stats() Stats {
+	c := &n.stats
+	return Stats{
+		DroppedSpoofed: c.droppedSpoofed.Load(),
+		DroppedInvalid: c.droppedInvalid.Load(),
+		RefusedGateway: c.refusedGateway.Load(),
+		TCPDialFailed:  c.tcpDialFailed.Load(),
+		TCPLimited:     c.tcpLimited.Load(),
+		TCPOpened:      c.tcpOpened.Load(),
+		UDPLimited:     c.udpLimited.Load(),
+		UDPOpened:      c.udpOpened.Load(),
+		UDPExpired:     c.udpExpired.Load(),
+		UDPSendFailed:  c.udpSendFailed.Load(),
+		ICMPLimited:    c.icmpLimited.Load(),
+		ICMPOpened:     c.icmpOpened.Load(),
+		ICMPExpired:    c.icmpExpired.Load(),
+		ICMPSendFailed: c.icmpSendFailed.Load(),
+	}
+}
+
+// count records a policy drop or refusal; it returns a for chaining.
+func (c *counters) count(a Action) Action {
+	switch a {
+	case DropSpoofed:
+		c.droppedSpoofed.Add(1)
+	case DropInvalid:
+		c.droppedInvalid.Add(1)
+	case Refuse:
+		c.refusedGateway.Add(1)
+	}
+	return a
+}

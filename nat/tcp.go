@@ -1,0 +1,69 @@
+package nat
+
+import (
+	"context"
+
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// handleTCP sees every TCP packet no endpoint of the stack claimed: the
+// guest's SYNs to the world among them. The policy runs here, on the
+// packet path, so drops and refusals cost no goroutine: returning false
+// makes gVisor answer with a RST.
+func (n *NAT) handleTCP(fwd *tcp.Forwarder, id gstack.TransportEndpointID, pkt *gstack.PacketBuffer) bool {
+	src, dst := endpoints(id)
+	switch n.stats.count(n.cfg.Policy.Outbound(src, dst).Action) {
+	case DropSpoofed, DropInvalid:
+		return true
+	case Refuse:
+		return false
+	}
+	return fwd.HandlePacket(id, pkt)
+}
+
+// forwardTCP runs, on a goroutine of gVisor's forwarder, for each new
+// guest connection the policy let through: it dials the destination from
+// the pod first and completes the guest's handshake only once that
+// succeeded, so a refused or unreachable destination is a RST to the guest
+// at once, never a connection that later hangs.
+func (n *NAT) forwardTCP(r *tcp.ForwarderRequest) {
+	src, dst := endpoints(r.ID())
+	d := n.cfg.Policy.Outbound(src, dst)
+	if d.Action != Forward || n.stats.tcpOpen.Load() >= uint64(n.cfg.MaxTCP) {
+		n.stats.tcpLimited.Add(1)
+		r.Complete(true)
+		return
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.DialTimeout)
+	pod, err := n.cfg.Pod.DialTCP(ctx, d.Dst)
+	cancel()
+	if err != nil {
+		n.stats.tcpDialFailed.Add(1)
+		n.log.Debug("tcp dial failed", "src", src, "dst", d.Dst, "err", err)
+		r.Complete(true)
+		return
+	}
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	if terr != nil {
+		// The guest gave up (RST) or the stack is closing.
+		pod.Close()
+		r.Complete(true)
+		return
+	}
+	r.Complete(false)
+	f := newTCPFlow(n, gonet.NewTCPConn(&wq, ep), ep, &wq, pod)
+	if !n.track(f) {
+		f.abort()
+		f.close()
+		return
+	}
+	n.stats.tcpOpened.Add(1)
+	n.stats.tcpOpen.Add(1)
+	defer n.stats.tcpOpen.Add(^uint64(0))
+	defer n.untrack(f)
+	f.splice()
+}

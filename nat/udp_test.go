@@ -1,0 +1,188 @@
+package nat_test
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/masqnet/masq/nat"
+)
+
+// udpRoundTrip sends msg from c to dst and returns the reply and its
+// source, within timeout.
+func udpRoundTrip(c net.PacketConn, dst netip.AddrPort, msg string, timeout time.Duration) (string, netip.AddrPort, error) {
+	if _, err := c.WriteTo([]byte(msg), net.UDPAddrFromAddrPort(dst)); err != nil {
+		return "", netip.AddrPort{}, err
+	}
+	c.SetReadDeadline(time.Now().Add(timeout))
+	buf := make([]byte, 2048)
+	n, from, err := c.ReadFrom(buf)
+	if err != nil {
+		return "", netip.AddrPort{}, err
+	}
+	return string(buf[:n]), from.(*net.UDPAddr).AddrPort(), nil
+}
+
+func TestUDP200ParallelFlows(t *testing.T) {
+	pod := newFakePod()
+	echoSrv := udpEcho(t)
+	dst := netip.AddrPortFrom(world4, 7)
+	pod.route(dst, echoSrv)
+	g, n := harness(t, pod, nil)
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := 0; i < 200; i++ {
+		c := guestUDP(t, g, guest4.Addr())
+		wg.Go(func() {
+			msg := fmt.Sprintf("flow %d", i)
+			var err error
+			for try := 0; try < 3; try++ { // UDP: the client retries, as real ones do
+				var got string
+				var from netip.AddrPort
+				got, from, err = udpRoundTrip(c, dst, msg, time.Second)
+				if err == nil && (got != msg || from != dst) {
+					err = fmt.Errorf("flow %d: got %q from %s, want %q from %s", i, got, from, msg, dst)
+					break
+				}
+				if err == nil {
+					break
+				}
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if got := n.UDPFlows(); got != 200 {
+		t.Errorf("UDP flows = %d, want 200", got)
+	}
+}
+
+func TestUDPIPv6(t *testing.T) {
+	pod := newFakePod()
+	dst := netip.AddrPortFrom(world6, 7)
+	pod.route(dst, udpEcho(t))
+	g, _ := harness(t, pod, nil)
+	got, from, err := udpRoundTrip(guestUDP(t, g, guest6.Addr()), dst, "six", 2*time.Second)
+	if err != nil || got != "six" || from != dst {
+		t.Fatalf("got %q from %s (%v), want %q from %s", got, from, err, "six", dst)
+	}
+}
+
+func TestUDPIdleEviction(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+
+	pod := newFakePod()
+	echoSrv := udpEcho(t)
+	pod.route(netip.AddrPortFrom(world4, 7), echoSrv)
+	pod.route(netip.AddrPortFrom(world4, 53), echoSrv)
+	g, n := harness(t, pod, func(c *nat.Config) { c.Now = clock })
+	for _, port := range []uint16{7, 53} {
+		if _, _, err := udpRoundTrip(guestUDP(t, g, guest4.Addr()), netip.AddrPortFrom(world4, port), "x", 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := n.UDPFlows(); got != 2 {
+		t.Fatalf("flows = %d, want 2", got)
+	}
+	steps := []struct {
+		advance      time.Duration
+		wantExpired  int
+		wantRemained int
+	}{
+		{29 * time.Second, 0, 2}, // within both timeouts
+		{2 * time.Second, 1, 1},  // 31 s: the DNS flow (30 s) is gone
+		{88 * time.Second, 0, 1}, // 119 s
+		{2 * time.Second, 1, 0},  // 121 s: the other one (120 s) too
+	}
+	for _, s := range steps {
+		advance(s.advance)
+		if got := n.ExpireUDP(clock()); got != s.wantExpired {
+			t.Fatalf("after +%v: expired %d, want %d", s.advance, got, s.wantExpired)
+		}
+		waitFor(t, func() bool { return n.UDPFlows() == s.wantRemained }, "flows to close")
+	}
+	if got := n.Stats().UDPExpired; got != 2 {
+		t.Errorf("UDPExpired = %d, want 2", got)
+	}
+}
+
+// waitFor polls cond for up to 5 s.
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestUDPSpoofedSourceDropped(t *testing.T) {
+	pod := newFakePod()
+	pod.route(netip.AddrPortFrom(world4, 7), udpEcho(t))
+	g, n := harness(t, pod, nil)
+	g.AddAddress(t, netip.MustParsePrefix("10.0.2.99/24"))
+	c := guestUDP(t, g, netip.MustParseAddr("10.0.2.99"))
+	if _, _, err := udpRoundTrip(c, netip.AddrPortFrom(world4, 7), "spoof", 500*time.Millisecond); err == nil {
+		t.Fatal("a datagram from a spoofed source was answered")
+	}
+	if s := n.Stats(); s.DroppedSpoofed == 0 || s.UDPOpened != 0 {
+		t.Fatalf("DroppedSpoofed = %d, UDPOpened = %d; want > 0 and 0", s.DroppedSpoofed, s.UDPOpened)
+	}
+}
+
+func TestUDPDNSForwarding(t *testing.T) {
+	resolver := udpEcho(t)
+	g, _ := harness(t, newFakePod(), func(c *nat.Config) { c.Policy.DNS = resolver })
+	for _, gw := range []netip.Addr{gw4, gw6} {
+		local := guest4.Addr()
+		if gw.Is6() {
+			local = guest6.Addr()
+		}
+		dst := netip.AddrPortFrom(gw, 53)
+		got, from, err := udpRoundTrip(guestUDP(t, g, local), dst, "query", 2*time.Second)
+		if err != nil || got != "query" || from != dst {
+			t.Fatalf("DNS via %s: got %q from %s (%v), want the answer from %s", dst, got, from, err, dst)
+		}
+	}
+}
+
+func TestUDPGatewayRefused(t *testing.T) {
+	g, n := harness(t, newFakePod(), nil)
+	c := guestUDP(t, g, guest4.Addr())
+	if _, _, err := udpRoundTrip(c, netip.AddrPortFrom(gw4, 5000), "x", 500*time.Millisecond); err == nil {
+		t.Fatal("gateway port answered")
+	}
+	if n.Stats().RefusedGateway == 0 {
+		t.Fatal("RefusedGateway not counted")
+	}
+}
+
+func TestUDPFlowLimit(t *testing.T) {
+	pod := newFakePod()
+	dst := netip.AddrPortFrom(world4, 7)
+	pod.route(dst, udpEcho(t))
+	g, n := harness(t, pod, func(c *nat.Config) { c.MaxUDPFlows = 2 })
+	for i := 0; i < 3; i++ {
+		_, _, err := udpRoundTrip(guestUDP(t, g, guest4.Addr()), dst, "x", 500*time.Millisecond)
+		if (i < 2) != (err == nil) {
+			t.Fatalf("flow %d: err = %v; want the first two answered, the third dropped", i, err)
+		}
+	}
+	if s := n.Stats(); s.UDPLimited == 0 || n.UDPFlows() != 2 {
+		t.Fatalf("UDPLimited = %d, flows = %d; want > 0 and 2", s.UDPLimited, n.UDPFlows())
+	}
+}
