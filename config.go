@@ -64,6 +64,12 @@ type Config struct {
 	// search domains the guest gets.
 	ResolvConf string
 
+	// Ports are the pod ports forwarded to the same port of the guest.
+	// Nil forwards every port but 49152 and 49153 (libvirt's), the pod's
+	// ephemeral range and ports something else in the pod holds, as
+	// KubeVirt does when a masquerade interface lists no ports.
+	Ports *nat.Ports
+
 	// AllowGatewayToPod lets the guest reach the pod's loopback services
 	// through the gateway's address: gateway:P is forwarded to
 	// 127.0.0.1:P (::1:P for IPv6). Off, such connections are refused.

@@ -66,7 +66,8 @@ func serve(ctx context.Context, st *stack.Stack, p runPlan, pod nat.Pod, log *sl
 		conn.Close()
 		return fmt.Errorf("dhcp server: %w", err)
 	}
-	masq, err := nat.New(st, nat.Config{Policy: p.policy, Pod: pod, Logger: log})
+	masq, err := nat.New(st, nat.Config{Policy: p.policy, Pod: pod, Logger: log,
+		Inbound: true, InboundPorts: p.ports})
 	if err != nil {
 		conn.Close()
 		return err

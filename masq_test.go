@@ -18,6 +18,7 @@ import (
 
 	"github.com/masqnet/masq"
 	"github.com/masqnet/masq/internal/memguest"
+	"github.com/masqnet/masq/nat"
 )
 
 // startMasq runs masq.Run against an in-memory guest and stops it (and
@@ -30,6 +31,11 @@ func startMasq(t *testing.T, mtu uint32, mod func(*masq.Config)) *memguest.Guest
 	cfg.MTU = mtu
 	cfg.Hostname = "vm1"
 	cfg.ResolvConf = "testdata/resolv/kubernetes.conf"
+	noPorts, err := nat.NewPorts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Ports = &noPorts // forward nothing: unit tests open no ports to the machine
 	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if mod != nil {
 		mod(&cfg)

@@ -18,6 +18,7 @@ type runPlan struct {
 	gateway6 netip.Prefix
 	dhcp     dhcp.Config
 	policy   nat.Policy
+	ports    *nat.Ports // nil: every port
 }
 
 // plan resolves cfg's defaults from the pod (interface MTU, host name,
@@ -36,6 +37,7 @@ func plan(cfg Config, log *slog.Logger) (runPlan, error) {
 	p := runPlan{
 		mtu:      mtu,
 		gateway4: netip.PrefixFrom(gateway(cfg.VMCIDR), cfg.VMCIDR.Bits()),
+		ports:    cfg.Ports,
 	}
 	if cfg.VMIPv6CIDR.IsValid() {
 		p.gateway6 = netip.PrefixFrom(gateway(cfg.VMIPv6CIDR), cfg.VMIPv6CIDR.Bits())

@@ -1,7 +1,6 @@
 package nat
 
 import (
-	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -111,22 +110,6 @@ func (t *datagramTable) remove(f *datagramFlow) {
 		delete(t.flows, f.key)
 	}
 	t.mu.Unlock()
-}
-
-// expireLoop ends idle flows until ctx ends. It checks four times per
-// the shortest timeout, so a flow lives at most a quarter longer than its
-// timeout.
-func (t *datagramTable) expireLoop(ctx context.Context) {
-	tick := time.NewTicker(min(t.n.cfg.UDPIdleTimeout, t.n.cfg.DNSIdleTimeout) / 4)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			t.expire(t.n.cfg.Now())
-		}
-	}
 }
 
 // expire ends the flows idle at now for longer than their timeout and

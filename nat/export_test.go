@@ -3,7 +3,7 @@ package nat
 import "time"
 
 // ExpireUDP runs one idle sweep at now; tests drive the clock.
-func (n *NAT) ExpireUDP(now time.Time) int { return n.udp.expire(now) }
+func (n *NAT) ExpireUDP(now time.Time) int { return n.expire(now) }
 
 // UDPFlows returns the number of open UDP flows.
 func (n *NAT) UDPFlows() int { return n.udp.len() }

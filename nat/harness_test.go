@@ -118,6 +118,10 @@ type fakePod struct {
 	up     map[netip.Addr]bool // hosts that answer pings
 	noPing bool                // the pod gives no ping sockets
 	dials  int
+	// window, when set, is the only port range ListenInbound binds; any
+	// other port reports EADDRINUSE without a socket, as if held.
+	window    [2]uint16
+	requested map[uint16]bool // ports ListenInbound was asked for
 }
 
 func newFakePod() *fakePod {
@@ -333,3 +337,43 @@ func (p *fakePod) answers(a netip.Addr) bool {
 	defer p.mu.Unlock()
 	return p.up[a]
 }
+
+// ListenInbound binds the loopback address of the family instead of the
+// wildcard, so tests never open ports to the machine's network.
+func (p *fakePod) ListenInbound(proto nat.Protocol, v6 bool, port uint16) (int, error) {
+	p.mu.Lock()
+	if p.requested == nil {
+		p.requested = map[uint16]bool{}
+	}
+	p.requested[port] = true
+	outside := p.window[1] != 0 && (port < p.window[0] || port > p.window[1])
+	p.mu.Unlock()
+	if outside {
+		return -1, syscall.EADDRINUSE
+	}
+	family, typ, sa := unix.AF_INET, unix.SOCK_STREAM, unix.Sockaddr(&unix.SockaddrInet4{Port: int(port), Addr: [4]byte{127, 0, 0, 1}})
+	if v6 {
+		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(port), Addr: netip.IPv6Loopback().As16()}
+	}
+	if proto == nat.UDP {
+		typ = unix.SOCK_DGRAM
+	}
+	fd, err := unix.Socket(family, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if proto == nat.TCP {
+		if err := unix.Listen(fd, 128); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+	}
+	return fd, nil
+}
+
+// EphemeralPorts returns the machine's range.
+func (p *fakePod) EphemeralPorts() (uint16, uint16, error) { return nat.KernelPod{}.EphemeralPorts() }

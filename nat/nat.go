@@ -65,6 +65,15 @@ type Config struct {
 	UDPIdleTimeout, DNSIdleTimeout time.Duration
 	// Now is the clock for idle timeouts; nil means time.Now.
 	Now func() time.Time
+	// Inbound turns port forwarding on: InboundPorts lists the pod ports
+	// forwarded to the same port of the guest; nil forwards every port
+	// but 49152, 49153, the pod's ephemeral range and ports something
+	// else holds (KubeVirt's "no ports listed").
+	Inbound      bool
+	InboundPorts *Ports
+	// InboundDialTimeout bounds the connect into the guest of an inbound
+	// connection.
+	InboundDialTimeout time.Duration
 	// Logger logs one line per event; nil discards.
 	Logger *slog.Logger
 }
@@ -85,6 +94,7 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxTCP, DefaultMaxTCP)
 	def(&c.MaxUDPFlows, DefaultMaxUDPFlows)
 	defDur(&c.DialTimeout, DefaultDialTimeout)
+	defDur(&c.InboundDialTimeout, DefaultInboundDialTimeout)
 	defDur(&c.UDPIdleTimeout, DefaultUDPIdleTimeout)
 	defDur(&c.DNSIdleTimeout, DefaultDNSIdleTimeout)
 	if c.Pod == nil {
@@ -117,6 +127,7 @@ type NAT struct {
 	wg     sync.WaitGroup    // every flow goroutine
 
 	udp, icmp *datagramTable
+	in        *inbound // nil without Config.Inbound
 
 	ping4, ping6 bool // the pod gives ping sockets of the family
 }
@@ -136,6 +147,7 @@ func New(st *stack.Stack, cfg Config) (*NAT, error) {
 	if !cfg.Policy.Guest4.IsValid() && !cfg.Policy.Guest6.IsValid() {
 		return nil, errors.New("nat: policy has no guest address")
 	}
+	var err error
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &NAT{
 		cfg: cfg, st: st, log: cfg.Logger, ctx: ctx, cancel: cancel,
@@ -155,6 +167,12 @@ func New(st *stack.Stack, cfg Config) (*NAT, error) {
 	ns.SetTransportProtocolHandler(udp.ProtocolNumber, n.handleUDP)
 	ns.SetTransportProtocolHandler(icmp.ProtocolNumber4, n.handleICMP)
 	ns.SetTransportProtocolHandler(icmp.ProtocolNumber6, n.handleICMP)
+	if cfg.Inbound {
+		if n.in, err = n.openInbound(); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
 	n.ping4, n.ping6 = probePing(cfg.Pod, netip.IPv4Unspecified()), probePing(cfg.Pod, netip.IPv6Unspecified())
 	if !n.ping4 || !n.ping6 {
 		n.log.Info("guest pings to the world are not answered: the pod gives no ping socket (net.ipv4.ping_group_range)",
@@ -184,8 +202,10 @@ func (n *NAT) pingOK(a netip.Addr) bool {
 // Run serves until ctx ends, then refuses new flows, closes every open one
 // and returns once all of their goroutines have ended.
 func (n *NAT) Run(ctx context.Context) error {
-	n.wg.Go(func() { n.udp.expireLoop(n.ctx) })
-	n.wg.Go(func() { n.icmp.expireLoop(n.ctx) })
+	n.wg.Go(n.expireLoop)
+	if n.in != nil {
+		n.wg.Go(n.in.run)
+	}
 	select {
 	case <-ctx.Done():
 	case <-n.ctx.Done():
@@ -204,10 +224,53 @@ func (n *NAT) shutdown() {
 	}
 	n.mu.Unlock()
 	n.cancel()
+	if n.in != nil {
+		n.in.stop()
+	}
 	for _, f := range open {
 		f.abort()
 	}
 	n.wg.Wait()
+	if n.in != nil {
+		n.in.close()
+	}
+}
+
+// expireLoop ends idle datagram flows until the NAT shuts down. It checks
+// four times per the shortest timeout, so a flow lives at most a quarter
+// longer than its timeout.
+func (n *NAT) expireLoop() {
+	tick := time.NewTicker(min(n.cfg.UDPIdleTimeout, n.cfg.DNSIdleTimeout) / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+			n.expire(n.cfg.Now())
+		}
+	}
+}
+
+// expire ends the datagram flows idle at now and returns how many.
+func (n *NAT) expire(now time.Time) int {
+	ended := n.udp.expire(now) + n.icmp.expire(now)
+	if n.in != nil {
+		ended += n.in.udp.expire(now)
+	}
+	return ended
+}
+
+// spawn runs fn on a goroutine that shutdown waits for; false means the
+// NAT is shutting down and fn was not run.
+func (n *NAT) spawn(fn func()) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return false
+	}
+	n.wg.Go(fn)
+	return true
 }
 
 // track registers a new flow's goroutine; false means NAT is shutting down

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,6 +31,18 @@ type Pod interface {
 	// reply in) whose identifier the pod's kernel chooses; the port of
 	// an address is unused. It fails when the pod allows no ping sockets.
 	ListenPing(dst netip.Addr) (UDPConn, error)
+
+	// ListenInbound opens a non-blocking socket on port of the pod's
+	// addresses of one family (IPv6 only, when v6): listening, for TCP;
+	// bound, for UDP. The caller owns the returned file descriptor. An
+	// error wrapping syscall.EADDRINUSE means something else in the pod
+	// holds the port.
+	ListenInbound(proto Protocol, v6 bool, port uint16) (int, error)
+
+	// EphemeralPorts is the pod's range of local ports for outgoing
+	// connections (net.ipv4.ip_local_port_range), which inbound
+	// forwarding must leave alone.
+	EphemeralPorts() (first, last uint16, err error)
 }
 
 // UDPConn is the part of *net.UDPConn that UDP flows use; the methods do
@@ -92,4 +105,74 @@ func (KernelPod) ListenPing(dst netip.Addr) (UDPConn, error) {
 		return nil, fmt.Errorf("ping socket: unexpected %T", pc)
 	}
 	return c, nil
+}
+
+// ListenInbound implements Pod.ListenInbound on the wildcard address of
+// the family, so every pod address (loopback included) is forwarded.
+func (KernelPod) ListenInbound(proto Protocol, v6 bool, port uint16) (int, error) {
+	family, typ := unix.AF_INET, unix.SOCK_STREAM
+	if v6 {
+		family = unix.AF_INET6
+	}
+	if proto == UDP {
+		typ = unix.SOCK_DGRAM
+	}
+	fd, err := unix.Socket(family, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := bindInbound(fd, proto, v6, port); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// inboundBacklog is the accept queue of each forwarded TCP port: the
+// kernel caps it at net.core.somaxconn.
+const inboundBacklog = 4096
+
+// bindInbound binds fd to port on the wildcard address and listens (TCP).
+func bindInbound(fd int, proto Protocol, v6 bool, port uint16) error {
+	var sa unix.Sockaddr = &unix.SockaddrInet4{Port: int(port)}
+	if v6 {
+		// One socket per family: an IPv4 client is served by the IPv4
+		// socket, so the guest gets an IPv4 source.
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+			return err
+		}
+		sa = &unix.SockaddrInet6{Port: int(port)}
+	}
+	if proto == TCP {
+		// Rebinding a port whose old connections sit in TIME_WAIT (masq
+		// restarted) must work.
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+			return err
+		}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return err
+	}
+	if proto == TCP {
+		return unix.Listen(fd, inboundBacklog)
+	}
+	return nil
+}
+
+// EphemeralPorts implements Pod.EphemeralPorts.
+func (KernelPod) EphemeralPorts() (first, last uint16, err error) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0, err
+	}
+	return parsePortRange(string(b))
+}
+
+// parsePortRange parses ip_local_port_range's "FIRST\tLAST".
+func parsePortRange(s string) (first, last uint16, err error) {
+	var f, l uint16
+	if _, err := fmt.Sscan(s, &f, &l); err != nil || f == 0 || f > l {
+		return 0, 0, fmt.Errorf("ip_local_port_range %q: want two ports, first <= last", strings.TrimSpace(s))
+	}
+	return f, l, nil
 }

@@ -126,3 +126,11 @@ func loopbackOf(v4 bool) netip.Addr {
 	}
 	return netip.IPv6Loopback()
 }
+
+// guestOf returns the guest's address of one family.
+func (p *Policy) guestOf(v6 bool) netip.Addr {
+	if v6 {
+		return p.Guest6
+	}
+	return p.Guest4
+}

@@ -28,6 +28,12 @@ type Stats struct {
 	// ICMPLimited, ICMPOpened, ICMPExpired and ICMPSendFailed are the same
 	// for ICMP echo flows (one per guest echo identifier).
 	ICMPLimited, ICMPOpened, ICMPExpired, ICMPSendFailed uint64
+	// InboundTCP counts inbound connections spliced to the guest;
+	// InboundRefused those the guest refused or never answered (their
+	// clients got a RST).
+	InboundTCP, InboundRefused uint64
+	// InboundUDP counts inbound UDP flows (client address and port).
+	InboundUDP uint64
 }
 
 // counters is Stats kept with atomics.
@@ -36,6 +42,7 @@ type counters struct {
 	tcpDialFailed, tcpLimited, tcpOpened, tcpOpen        atomic.Uint64
 	udpLimited, udpOpened, udpExpired, udpSendFailed     atomic.Uint64
 	icmpLimited, icmpOpened, icmpExpired, icmpSendFailed atomic.Uint64
+	inboundTCP, inboundRefused, inboundUDP               atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -56,6 +63,9 @@ func (n *NAT) Stats() Stats {
 		ICMPOpened:     c.icmpOpened.Load(),
 		ICMPExpired:    c.icmpExpired.Load(),
 		ICMPSendFailed: c.icmpSendFailed.Load(),
+		InboundTCP:     c.inboundTCP.Load(),
+		InboundRefused: c.inboundRefused.Load(),
+		InboundUDP:     c.inboundUDP.Load(),
 	}
 }
 

@@ -26,16 +26,19 @@ func (udpProto) reply(s *stack.Sender, src, dst netip.AddrPort, payload []byte) 
 // gVisor answer ICMP port unreachable.
 func (n *NAT) handleUDP(id gstack.TransportEndpointID, pkt *gstack.PacketBuffer) bool {
 	src, dst := endpoints(id)
+	payload, ok := udpPayload(id, pkt)
+	if !ok {
+		return true
+	}
+	if n.in != nil && n.cfg.Policy.isGuest(src.Addr()) && n.in.udp.toClient(src, dst, payload) {
+		return true // the guest's answer to an inbound flow
+	}
 	d := n.cfg.Policy.Outbound(src, dst)
 	switch n.stats.count(d.Action) {
 	case DropSpoofed, DropInvalid:
 		return true
 	case Refuse:
 		return false
-	}
-	payload, ok := udpPayload(id, pkt)
-	if !ok {
-		return true
 	}
 	return n.udp.forward(src, dst, d, payload)
 }

@@ -82,3 +82,52 @@ func TestFlagsFillConfig(t *testing.T) {
 		t.Fatalf("config = %+v", cfg)
 	}
 }
+
+func TestPortsAndManifest(t *testing.T) {
+	tests := []struct {
+		name                    string
+		args                    []string
+		ports, cidr, cidr6, mac string // want; ports "" means every port (nil)
+		wantErr                 string
+	}{
+		{name: "no ports: every port", args: nil, cidr: "10.0.2.0/24", cidr6: "fd10:0:2::/120"},
+		{name: "ports flag", args: []string{"--ports", "80,53/udp"}, ports: "80/tcp,53/udp", cidr: "10.0.2.0/24", cidr6: "fd10:0:2::/120"},
+		{name: "bad protocol", args: []string{"--ports", "80/sctp"}, wantErr: `--ports: port spec item "80/sctp"`},
+		{name: "libvirt port", args: []string{"--ports", "49152"}, wantErr: "libvirt"},
+		{name: "manifest", args: []string{"--vm", "../../testdata/example-vm.yaml"}, ports: "80/tcp", cidr: "10.0.2.0/24", cidr6: "fd10:0:2::/120"},
+		{name: "manifest with own networks and MAC", args: []string{"--vm", "../../testdata/vm/custom-cidr.yaml"},
+			ports: "53/tcp,8080/tcp,53/udp,514/udp", cidr: "10.11.12.0/24", cidr6: "fd20::/120", mac: "02:00:00:0a:0b:0c"},
+		{name: "flags override the manifest", args: []string{"--vm", "../../testdata/vm/custom-cidr.yaml", "--ports", "22", "--vm-cidr", "10.9.0.0/16"},
+			ports: "22/tcp", cidr: "10.9.0.0/16", cidr6: "fd20::/120", mac: "02:00:00:0a:0b:0c"},
+		{name: "missing manifest", args: []string{"--vm", "/nonexistent.yaml"}, wantErr: "--vm"},
+		{name: "broken manifest", args: []string{"--vm", "../../testdata/vm/no-masquerade.yaml"}, wantErr: "--vm"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
+			var f runFlags
+			f.register(fs)
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := f.config(fs)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			ports := ""
+			if cfg.Ports != nil {
+				ports = cfg.Ports.String()
+			}
+			if ports != tt.ports || cfg.VMCIDR.String() != tt.cidr || cfg.VMIPv6CIDR.String() != tt.cidr6 || cfg.GuestMAC.String() != tt.mac {
+				t.Fatalf("ports %q, cidr %s, cidr6 %s, mac %q; want %q, %s, %s, %q",
+					ports, cfg.VMCIDR, cfg.VMIPv6CIDR, cfg.GuestMAC, tt.ports, tt.cidr, tt.cidr6, tt.mac)
+			}
+		})
+	}
+}

@@ -13,6 +13,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/masqnet/masq"
+	"github.com/masqnet/masq/kubevirt"
+	"github.com/masqnet/masq/nat"
 )
 
 // runFlags holds the raw values of `masq run`'s flags.
@@ -29,6 +31,8 @@ type runFlags struct {
 	resolvConf   string
 	logLevel     string
 	allowGateway bool
+	ports        string
+	vm           string
 }
 
 // newRunCommand builds `masq run`.
@@ -69,6 +73,8 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.hostname, "hostname", "", "host name sent to the guest (default: the pod's)")
 	fs.StringVar(&f.resolvConf, "resolv-conf", d.ResolvConf, "resolver configuration whose nameservers and search domains the guest gets")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&f.ports, "ports", "", `pod ports forwarded to the guest, e.g. "80,443/tcp,53/udp,8000-8100,5353/tcp+udp" (default: every port but 49152, 49153 and the pod's ephemeral range)`)
+	fs.StringVar(&f.vm, "vm", "", "KubeVirt VirtualMachine or VirtualMachineInstance manifest (YAML or JSON) to take ports, CIDRs and MAC from; flags override it")
 	fs.BoolVar(&f.allowGateway, "allow-gateway-to-pod", false, "let the guest reach the pod's loopback services at the gateway's address")
 }
 
@@ -77,6 +83,9 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 	cfg := masq.DefaultConfig()
 	if fs.Changed("tap") && fs.Changed("tap-fd") {
 		return cfg, errors.New("--tap and --tap-fd exclude each other: name a tap or pass its fd")
+	}
+	if err := f.applyManifest(fs); err != nil {
+		return cfg, err
 	}
 	var err error
 	if cfg.VMCIDR, err = parsePrefix("--vm-cidr", f.vmCIDR); err != nil {
@@ -88,6 +97,9 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 	if cfg.GuestMAC, err = parseMAC(f.guestMAC); err != nil {
 		return cfg, err
 	}
+	if cfg.Ports, err = parsePorts(f.ports); err != nil {
+		return cfg, err
+	}
 	level, err := parseLevel(f.logLevel)
 	if err != nil {
 		return cfg, err
@@ -97,6 +109,44 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 	cfg.AllowGatewayToPod = f.allowGateway
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	return cfg, cfg.Validate()
+}
+
+// applyManifest fills the flags a --vm manifest sets and the command line
+// did not.
+func (f *runFlags) applyManifest(fs *pflag.FlagSet) error {
+	if f.vm == "" {
+		return nil
+	}
+	m, err := kubevirt.ReadManifest(f.vm)
+	if err != nil {
+		return fmt.Errorf("--vm: %w", err)
+	}
+	set := func(flag string, dst *string, v string) {
+		if !fs.Changed(flag) && v != "" {
+			*dst = v
+		}
+	}
+	set("ports", &f.ports, m.PortSpec())
+	if m.VMCIDR.IsValid() {
+		set("vm-cidr", &f.vmCIDR, m.VMCIDR.String())
+	}
+	if m.VMIPv6CIDR.IsValid() {
+		set("vm-ipv6-cidr", &f.vmIPv6CIDR, m.VMIPv6CIDR.String())
+	}
+	set("guest-mac", &f.guestMAC, m.MAC.String())
+	return nil
+}
+
+// parsePorts parses --ports; empty means every port (nil).
+func parsePorts(spec string) (*nat.Ports, error) {
+	if strings.TrimSpace(spec) == "" {
+		return nil, nil
+	}
+	p, err := nat.ParsePorts(spec)
+	if err != nil {
+		return nil, fmt.Errorf("--ports: %w", err)
+	}
+	return &p, nil
 }
 
 // parsePrefix parses a CIDR flag value.

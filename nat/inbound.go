@@ -1,0 +1,260 @@
+package nat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+)
+
+// DefaultInboundDialTimeout bounds the connect into the guest of an
+// inbound connection: a guest that does not answer at all (not even with
+// a RST) costs its client at most this long before the client's
+// connection is reset.
+const DefaultInboundDialTimeout = 10 * time.Second
+
+// inSocket is one pod socket of a forwarded port.
+type inSocket struct {
+	fd    int
+	proto Protocol
+	v6    bool
+	port  uint16
+}
+
+// inbound forwards pod ports to the guest: one pod socket per port,
+// protocol and family, all watched by one poller goroutine.
+type inbound struct {
+	n    *NAT
+	poll *poller
+	udp  *inboundUDP
+
+	mu     sync.Mutex
+	socks  []*inSocket // guarded by mu
+	closed bool        // guarded by mu
+
+	buf []byte              // UDP receive buffer, used on the poller goroutine only
+	rsa unix.RawSockaddrAny // its source address
+}
+
+// inboundPlan is the list of (protocol, port) pairs to forward.
+type inboundPlan struct {
+	ports    []PortRange
+	explicit bool // listed by the user: failing to bind one is an error
+}
+
+// plan returns what to forward: the configured ports, or every port but
+// the reserved ones and the pod's ephemeral range.
+func (n *NAT) inboundPlan() (inboundPlan, error) {
+	if n.cfg.InboundPorts != nil {
+		return inboundPlan{ports: n.cfg.InboundPorts.Ranges(), explicit: true}, nil
+	}
+	first, last, err := n.cfg.Pod.EphemeralPorts()
+	if err != nil {
+		return inboundPlan{}, fmt.Errorf("pod's ephemeral port range: %w", err)
+	}
+	var ports []PortRange
+	for _, proto := range []Protocol{TCP, UDP} {
+		for _, r := range [][2]uint32{{1, uint32(first) - 1}, {uint32(last) + 1, 65535}} {
+			if r[0] <= r[1] {
+				ports = append(ports, PortRange{Proto: proto, First: uint16(r[0]), Last: uint16(r[1])})
+			}
+		}
+	}
+	return inboundPlan{ports: ports}, nil
+}
+
+// openInbound opens and watches the pod sockets of the plan.
+func (n *NAT) openInbound() (*inbound, error) {
+	plan, err := n.inboundPlan()
+	if err != nil {
+		return nil, err
+	}
+	p, err := newPoller()
+	if err != nil {
+		return nil, err
+	}
+	in := &inbound{n: n, poll: p, udp: newInboundUDP(n), buf: make([]byte, copyBufferSize)}
+	if err := in.open(plan); err != nil {
+		in.close()
+		return nil, err
+	}
+	return in, nil
+}
+
+// open binds the plan's sockets, skipping (and summarising in one log
+// line) ports something else holds when forwarding every port.
+func (in *inbound) open(plan inboundPlan) error {
+	var sum bindSummary
+	families := in.families()
+	for _, r := range plan.ports {
+		for port := uint32(r.First); port <= uint32(r.Last); port++ {
+			if Reserved(uint16(port)) {
+				continue
+			}
+			for _, v6 := range families {
+				err := in.bind(r.Proto, v6, uint16(port))
+				if err == nil {
+					sum.bound++
+					continue
+				}
+				if plan.explicit && !(v6 && ipv6Missing(err)) {
+					return fmt.Errorf("forward port %d/%s (%s): %w", port, r.Proto, familyName(v6), err)
+				}
+				if sum.skip(r.Proto, uint16(port), v6, err) {
+					in.n.log.Warn("inbound forwarding stopped: out of file descriptors", "bound", sum.bound, "err", err)
+					return nil
+				}
+			}
+		}
+	}
+	sum.log(in.n.log)
+	return nil
+}
+
+// families lists the address families the guest has (false: IPv4).
+func (in *inbound) families() []bool {
+	var f []bool
+	if in.n.cfg.Policy.Guest4.IsValid() {
+		f = append(f, false)
+	}
+	if in.n.cfg.Policy.Guest6.IsValid() {
+		f = append(f, true)
+	}
+	return f
+}
+
+// bind opens one pod socket and watches it.
+func (in *inbound) bind(proto Protocol, v6 bool, port uint16) error {
+	fd, err := in.n.cfg.Pod.ListenInbound(proto, v6, port)
+	if err != nil {
+		return err
+	}
+	s := &inSocket{fd: fd, proto: proto, v6: v6, port: port}
+	ready := func() { in.accept(s) }
+	if proto == UDP {
+		ready = func() { in.readUDP(s) }
+	}
+	in.mu.Lock()
+	in.socks = append(in.socks, s)
+	in.mu.Unlock()
+	return in.poll.add(fd, ready)
+}
+
+// run dispatches until close.
+func (in *inbound) run() { in.poll.run() }
+
+// close stops the poller and closes every pod socket. The poller
+// goroutine must have returned (or never run) before the sockets go.
+func (in *inbound) stop() { in.poll.stop() }
+
+// close releases the sockets and the poller, after run has returned.
+func (in *inbound) close() {
+	in.mu.Lock()
+	in.closed = true
+	for _, s := range in.socks {
+		unix.Close(s.fd)
+	}
+	in.socks = nil
+	in.mu.Unlock()
+	in.udp.close()
+	in.poll.close()
+}
+
+// accept takes every pending connection of s and forwards each on its own
+// goroutine.
+func (in *inbound) accept(s *inSocket) {
+	for {
+		fd, sa, err := unix.Accept4(s.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		if err != nil {
+			return // EAGAIN: drained; anything else: retried on the next event
+		}
+		client := sockaddrToAddrPort(sa)
+		if !in.n.spawn(func() { in.forwardTCP(fd, client, s) }) {
+			unix.Close(fd)
+			return
+		}
+	}
+}
+
+// forwardTCP connects a client's accepted connection to the guest's port,
+// from the client's own address, and splices the two.
+func (in *inbound) forwardTCP(fd int, client netip.AddrPort, s *inSocket) {
+	f := os.NewFile(uintptr(fd), "inbound")
+	conn, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return
+	}
+	n := in.n
+	src := n.seenFrom(client)
+	dst := netip.AddrPortFrom(n.cfg.Policy.guestOf(s.v6), s.port)
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.InboundDialTimeout)
+	ep, wq, err := n.st.DialTCP(ctx, src, dst)
+	cancel()
+	if err != nil {
+		n.stats.inboundRefused.Add(1)
+		n.log.Debug("inbound connection not accepted by the guest", "client", client, "guest", dst, "err", err)
+		resetConn(conn)
+		return
+	}
+	flow := newTCPFlow(n, gonet.NewTCPConn(wq, ep), ep, wq, conn)
+	if !n.track(flow) {
+		flow.abort()
+		flow.close()
+		return
+	}
+	defer n.untrack(flow)
+	n.stats.inboundTCP.Add(1)
+	flow.splice()
+}
+
+// seenFrom is the address the guest sees a client at: its own, or the
+// gateway's for the pod's loopback (the guest cannot route to 127.0.0.1).
+func (n *NAT) seenFrom(client netip.AddrPort) netip.AddrPort {
+	a := client.Addr().Unmap()
+	if a.IsLoopback() {
+		a = n.cfg.Policy.gateway(a)
+		if !a.IsValid() {
+			a = n.cfg.Policy.gateway(netip.IPv4Unspecified())
+		}
+	}
+	return netip.AddrPortFrom(a, client.Port())
+}
+
+// resetConn closes c with a RST.
+func resetConn(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}
+
+// sockaddrToAddrPort converts an accepted peer address.
+func sockaddrToAddrPort(sa unix.Sockaddr) netip.AddrPort {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// ipv6Missing reports whether err says the pod has no IPv6.
+func ipv6Missing(err error) bool {
+	return errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.EADDRNOTAVAIL)
+}
+
+func familyName(v6 bool) string {
+	if v6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}

@@ -1,0 +1,48 @@
+package nat
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"golang.org/x/sys/unix"
+)
+
+// bindSummary counts what forwarding every port skipped, for one log line
+// at start.
+type bindSummary struct {
+	bound      int
+	held       []string // ports something else in the pod holds
+	privileged int      // ports below the pod's unprivileged start
+	noIPv6     bool
+	other      int
+}
+
+// maxListed bounds how many held ports the log line names.
+const maxListed = 20
+
+// skip records a port that could not be bound; it reports true when no
+// more sockets can be opened at all.
+func (s *bindSummary) skip(proto Protocol, port uint16, v6 bool, err error) (stop bool) {
+	switch {
+	case errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE):
+		return true
+	case errors.Is(err, unix.EADDRINUSE):
+		if len(s.held) < maxListed {
+			s.held = append(s.held, fmt.Sprintf("%d/%s(%s)", port, proto, familyName(v6)))
+		}
+	case errors.Is(err, unix.EACCES):
+		s.privileged++
+	case v6 && ipv6Missing(err):
+		s.noIPv6 = true
+	default:
+		s.other++
+	}
+	return false
+}
+
+// log writes the summary as one line.
+func (s *bindSummary) log(log *slog.Logger) {
+	log.Info("inbound ports forwarded", "sockets", s.bound, "held_by_others", s.held,
+		"privileged_skipped", s.privileged, "pod_without_ipv6", s.noIPv6, "other_failures", s.other)
+}

@@ -1,0 +1,297 @@
+package nat_test
+
+import (
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+
+	"github.com/masqnet/masq/internal/memguest"
+	"github.com/masqnet/masq/nat"
+)
+
+// freePort returns a port free for TCP and UDP on both loopbacks, or
+// fails the test.
+func freePort(t *testing.T) uint16 {
+	t.Helper()
+	for try := 0; try < 20; try++ {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := uint16(ln.Addr().(*net.TCPAddr).Port)
+		ln.Close()
+		ok := true
+		for _, addr := range []string{"127.0.0.1", "[::1]"} {
+			for _, network := range []string{"tcp", "udp"} {
+				if !portFree(network, addr, port) {
+					ok = false
+				}
+			}
+		}
+		if ok {
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// freeLowPort returns a free port below the usual ephemeral range, as the
+// default forwarding binds.
+func freeLowPort(t *testing.T) uint16 {
+	t.Helper()
+	for port := uint16(22000); port < 23000; port++ {
+		if portFree("tcp", "127.0.0.1", port) && portFree("tcp", "[::1]", port) &&
+			portFree("udp", "127.0.0.1", port) && portFree("udp", "[::1]", port) {
+			return port
+		}
+	}
+	t.Fatal("no free port in 22000..23000")
+	return 0
+}
+
+func portFree(network, addr string, port uint16) bool {
+	a := netip.MustParseAddr(trimBrackets(addr))
+	ap := netip.AddrPortFrom(a, port).String()
+	if network == "tcp" {
+		ln, err := net.Listen("tcp", ap)
+		if err != nil {
+			return false
+		}
+		ln.Close()
+		return true
+	}
+	c, err := net.ListenPacket("udp", ap)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+func trimBrackets(s string) string {
+	if len(s) > 1 && s[0] == '[' {
+		return s[1 : len(s)-1]
+	}
+	return s
+}
+
+// inboundHarness forwards ports to a guest and returns it.
+func inboundHarness(t *testing.T, pod *fakePod, spec string) (*memguest.Guest, *nat.NAT) {
+	t.Helper()
+	return harness(t, pod, func(c *nat.Config) {
+		c.Inbound = true
+		if spec != "" {
+			ports, err := nat.ParsePorts(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.InboundPorts = &ports
+		}
+		c.InboundDialTimeout = 2 * time.Second
+	})
+}
+
+// guestListen accepts one connection on the guest's port and reports the
+// client address it saw, writing it back to the client.
+func guestListen(t *testing.T, g *memguest.Guest, local netip.AddrPort) <-chan netip.AddrPort {
+	t.Helper()
+	proto := ipv4.ProtocolNumber
+	if local.Addr().Is6() {
+		proto = ipv6.ProtocolNumber
+	}
+	ln, err := gonet.ListenTCP(g.Stack, memguest.FullAddress(local), proto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	seen := make(chan netip.AddrPort, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		from := netip.MustParseAddrPort(c.RemoteAddr().String())
+		seen <- from
+		io.WriteString(c, from.String())
+	}()
+	return seen
+}
+
+func TestInboundTCP(t *testing.T) {
+	tests := []struct {
+		client, guest string
+		gateway       netip.Addr
+	}{
+		{"127.0.0.1", "10.0.2.2", gw4},
+		{"::1", "fd10:0:2::2", gw6},
+	}
+	for _, tt := range tests {
+		t.Run(tt.client, func(t *testing.T) {
+			port := freePort(t)
+			g, n := inboundHarness(t, newFakePod(), itoa(port)+"/tcp")
+			seen := guestListen(t, g, netip.AddrPortFrom(netip.MustParseAddr(tt.guest), port))
+			c, err := net.DialTimeout("tcp", netip.AddrPortFrom(netip.MustParseAddr(tt.client), port).String(), 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			from := <-seen
+			local := netip.MustParseAddrPort(c.LocalAddr().String())
+			// A client on the pod's loopback appears as the gateway, with
+			// its own port.
+			if from.Addr() != tt.gateway || from.Port() != local.Port() {
+				t.Fatalf("guest saw client %s, want %s:%d", from, tt.gateway, local.Port())
+			}
+			if string(got) != from.String() {
+				t.Fatalf("client read %q, want the guest's answer %q", got, from)
+			}
+			if n.Stats().InboundTCP != 1 {
+				t.Errorf("InboundTCP = %d, want 1", n.Stats().InboundTCP)
+			}
+		})
+	}
+}
+
+func TestInboundTCPGuestNotListening(t *testing.T) {
+	port := freePort(t)
+	_, n := inboundHarness(t, newFakePod(), itoa(port))
+	c, err := net.DialTimeout("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port).String(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The pod's kernel completed the handshake; the guest's refusal then
+	// resets the client's connection at once instead of leaving it open.
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	if err == nil || isTimeout(err) {
+		t.Fatalf("read from a port the guest does not listen on: %v, want a reset", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("reset took %v, want under 1s", d)
+	}
+	if n.Stats().InboundRefused != 1 {
+		t.Errorf("InboundRefused = %d, want 1", n.Stats().InboundRefused)
+	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+func TestInboundUnlistedPortNotBound(t *testing.T) {
+	port := freePort(t)
+	other := freePort(t)
+	inboundHarness(t, newFakePod(), itoa(port))
+	if c, err := net.DialTimeout("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), other).String(), time.Second); err == nil {
+		c.Close()
+		t.Fatalf("port %d, not listed, accepted a connection", other)
+	}
+	if portFree("tcp", "127.0.0.1", port) {
+		t.Fatalf("listed port %d is not bound", port)
+	}
+}
+
+func TestInboundUDP(t *testing.T) {
+	port := freePort(t)
+	g, n := inboundHarness(t, newFakePod(), itoa(port)+"/udp")
+	guestEcho(t, g, netip.AddrPortFrom(guest4.Addr(), port))
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	dst := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
+	var got string
+	var from netip.AddrPort
+	for try := 0; try < 3 && got == ""; try++ {
+		got, from, err = udpRoundTrip(c, dst, "ping", time.Second)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The guest answers what it saw: the gateway and the client's port.
+	want := netip.AddrPortFrom(gw4, uint16(c.LocalAddr().(*net.UDPAddr).Port)).String()
+	if got != want || from != dst {
+		t.Fatalf("reply %q from %s, want %q from %s", got, from, want, dst)
+	}
+	if n.Stats().InboundUDP != 1 {
+		t.Errorf("InboundUDP = %d, want 1", n.Stats().InboundUDP)
+	}
+}
+
+// guestEcho answers each datagram to local with the sender's address.
+func guestEcho(t *testing.T, g *memguest.Guest, local netip.AddrPort) {
+	t.Helper()
+	c, err := gonet.DialUDP(g.Stack, ptr(memguest.FullAddress(local)), nil, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			_, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			c.WriteTo([]byte(from.String()), from)
+		}
+	}()
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestInboundDefaultSkipsReservedAndEphemeral(t *testing.T) {
+	pod := newFakePod()
+	port := freeLowPort(t)
+	pod.window = [2]uint16{port, port} // everything else "held", without sockets
+	g, _ := inboundHarness(t, pod, "")
+	first, last, err := nat.KernelPod{}.EphemeralPorts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod.mu.Lock()
+	for _, p := range []uint16{nat.LibvirtMigrationPort1, nat.LibvirtMigrationPort2, first, last, uint16((uint32(first) + uint32(last)) / 2)} {
+		if pod.requested[p] {
+			t.Errorf("port %d was bound in the default (libvirt's or the pod's ephemeral range)", p)
+		}
+	}
+	if port >= first && port <= last {
+		t.Fatalf("this machine's ephemeral range %d-%d covers test port %d", first, last, port)
+	}
+	if !pod.requested[port] {
+		t.Errorf("port %d, outside the ephemeral range, was not bound", port)
+	}
+	pod.mu.Unlock()
+	seen := guestListen(t, g, netip.AddrPortFrom(guest4.Addr(), port))
+	c, err := net.DialTimeout("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port).String(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	select {
+	case <-seen:
+	case <-time.After(5 * time.Second):
+		t.Fatal("default forwarding did not reach the guest")
+	}
+}
+
+func itoa(p uint16) string {
+	return netip.AddrPortFrom(netip.IPv4Unspecified(), p).String()[len("0.0.0.0:"):]
+}
