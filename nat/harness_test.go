@@ -122,6 +122,7 @@ type fakePod struct {
 	// other port reports EADDRINUSE without a socket, as if held.
 	window    [2]uint16
 	requested map[uint16]bool // ports ListenInbound was asked for
+	loopback6 bool            // ListenInbound binds ::1 instead of 127.0.0.1
 }
 
 func newFakePod() *fakePod {
@@ -340,7 +341,7 @@ func (p *fakePod) answers(a netip.Addr) bool {
 
 // ListenInbound binds the loopback address of the family instead of the
 // wildcard, so tests never open ports to the machine's network.
-func (p *fakePod) ListenInbound(proto nat.Protocol, v6 bool, port uint16) (int, error) {
+func (p *fakePod) ListenInbound(proto nat.Protocol, fam nat.Family, port uint16) (int, error) {
 	p.mu.Lock()
 	if p.requested == nil {
 		p.requested = map[uint16]bool{}
@@ -351,8 +352,10 @@ func (p *fakePod) ListenInbound(proto nat.Protocol, v6 bool, port uint16) (int, 
 	if outside {
 		return -1, syscall.EADDRINUSE
 	}
+	// Loopback has no dual-stack address: a DualStack request gets the
+	// IPv4 loopback; tests of IPv6 clients ask for IPv6 alone.
 	family, typ, sa := unix.AF_INET, unix.SOCK_STREAM, unix.Sockaddr(&unix.SockaddrInet4{Port: int(port), Addr: [4]byte{127, 0, 0, 1}})
-	if v6 {
+	if fam == nat.IPv6 || p.loopback6 {
 		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(port), Addr: netip.IPv6Loopback().As16()}
 	}
 	if proto == nat.UDP {

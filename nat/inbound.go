@@ -22,11 +22,15 @@ const DefaultInboundDialTimeout = 10 * time.Second
 
 // inSocket is one pod socket of a forwarded port.
 type inSocket struct {
-	fd    int
-	proto Protocol
-	v6    bool
-	port  uint16
+	fd     int
+	proto  Protocol
+	family Family
+	port   uint16
 }
+
+// v6 reports whether the socket is an IPv6 one (its peer addresses and
+// destinations are IPv6, v4-mapped for IPv4 clients of a dual-stack one).
+func (s *inSocket) v6() bool { return s.family != IPv4 }
 
 // inbound forwards pod ports to the guest: one pod socket per port,
 // protocol and family, all watched by one poller goroutine.
@@ -92,25 +96,29 @@ func (n *NAT) openInbound() (*inbound, error) {
 // line) ports something else holds when forwarding every port.
 func (in *inbound) open(plan inboundPlan) error {
 	var sum bindSummary
-	families := in.families()
+	fam := in.family()
 	for _, r := range plan.ports {
 		for port := uint32(r.First); port <= uint32(r.Last); port++ {
 			if Reserved(uint16(port)) {
 				continue
 			}
-			for _, v6 := range families {
-				err := in.bind(r.Proto, v6, uint16(port))
-				if err == nil {
-					sum.bound++
-					continue
-				}
-				if plan.explicit && !(v6 && ipv6Missing(err)) {
-					return fmt.Errorf("forward port %d/%s (%s): %w", port, r.Proto, familyName(v6), err)
-				}
-				if sum.skip(r.Proto, uint16(port), v6, err) {
-					in.n.log.Warn("inbound forwarding stopped: out of file descriptors", "bound", sum.bound, "err", err)
-					return nil
-				}
+			err := in.bind(r.Proto, fam, uint16(port))
+			if err != nil && fam == DualStack && ipv6Missing(err) {
+				// The pod has no IPv6: IPv4 sockets from now on.
+				sum.noIPv6, fam = true, IPv4
+				err = in.bind(r.Proto, fam, uint16(port))
+			}
+			if err == nil {
+				sum.bound++
+				continue
+			}
+			if plan.explicit {
+				return fmt.Errorf("forward port %d/%s: %w", port, r.Proto, err)
+			}
+			if sum.skip(r.Proto, uint16(port), err) {
+				in.n.log.Warn("inbound forwarding stopped: out of file descriptors (raise the pod's RLIMIT_NOFILE or list --ports)",
+					"sockets", sum.bound, "next_port", port, "err", err)
+				return nil
 			}
 		}
 	}
@@ -118,25 +126,30 @@ func (in *inbound) open(plan inboundPlan) error {
 	return nil
 }
 
-// families lists the address families the guest has (false: IPv4).
-func (in *inbound) families() []bool {
-	var f []bool
-	if in.n.cfg.Policy.Guest4.IsValid() {
-		f = append(f, false)
+// family is the family of the inbound sockets: one dual-stack socket per
+// port when the guest has both families.
+func (in *inbound) family() Family {
+	switch p := in.n.cfg.Policy; {
+	case p.Guest4.IsValid() && p.Guest6.IsValid():
+		return DualStack
+	case p.Guest6.IsValid():
+		return IPv6
 	}
-	if in.n.cfg.Policy.Guest6.IsValid() {
-		f = append(f, true)
-	}
-	return f
+	return IPv4
 }
 
 // bind opens one pod socket and watches it.
-func (in *inbound) bind(proto Protocol, v6 bool, port uint16) error {
-	fd, err := in.n.cfg.Pod.ListenInbound(proto, v6, port)
+func (in *inbound) bind(proto Protocol, fam Family, port uint16) error {
+	fd, err := in.n.cfg.Pod.ListenInbound(proto, fam, port)
 	if err != nil {
 		return err
 	}
-	s := &inSocket{fd: fd, proto: proto, v6: v6, port: port}
+	if sa, err := unix.Getsockname(fd); err == nil {
+		if _, ok := sa.(*unix.SockaddrInet4); ok {
+			fam = IPv4 // what the pod gave, whatever was asked
+		}
+	}
+	s := &inSocket{fd: fd, proto: proto, family: fam, port: port}
 	ready := func() { in.accept(s) }
 	if proto == UDP {
 		ready = func() { in.readUDP(s) }
@@ -194,7 +207,7 @@ func (in *inbound) forwardTCP(fd int, client netip.AddrPort, s *inSocket) {
 	}
 	n := in.n
 	src := n.seenFrom(client)
-	dst := netip.AddrPortFrom(n.cfg.Policy.guestOf(s.v6), s.port)
+	dst := netip.AddrPortFrom(n.cfg.Policy.guestOf(src.Addr().Is6()), s.port)
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.InboundDialTimeout)
 	ep, wq, err := n.st.DialTCP(ctx, src, dst)
 	cancel()
@@ -250,11 +263,4 @@ func sockaddrToAddrPort(sa unix.Sockaddr) netip.AddrPort {
 // ipv6Missing reports whether err says the pod has no IPv6.
 func ipv6Missing(err error) bool {
 	return errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.EADDRNOTAVAIL)
-}
-
-func familyName(v6 bool) string {
-	if v6 {
-		return "IPv6"
-	}
-	return "IPv4"
 }

@@ -12,7 +12,8 @@ import (
 // at start.
 type bindSummary struct {
 	bound      int
-	held       []string // ports something else in the pod holds
+	held       int      // ports something else in the pod holds
+	heldNames  []string // the first maxListed of them
 	privileged int      // ports below the pod's unprivileged start
 	noIPv6     bool
 	other      int
@@ -23,18 +24,17 @@ const maxListed = 20
 
 // skip records a port that could not be bound; it reports true when no
 // more sockets can be opened at all.
-func (s *bindSummary) skip(proto Protocol, port uint16, v6 bool, err error) (stop bool) {
+func (s *bindSummary) skip(proto Protocol, port uint16, err error) (stop bool) {
 	switch {
 	case errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE):
 		return true
 	case errors.Is(err, unix.EADDRINUSE):
-		if len(s.held) < maxListed {
-			s.held = append(s.held, fmt.Sprintf("%d/%s(%s)", port, proto, familyName(v6)))
+		s.held++
+		if len(s.heldNames) < maxListed {
+			s.heldNames = append(s.heldNames, fmt.Sprintf("%d/%s", port, proto))
 		}
 	case errors.Is(err, unix.EACCES):
 		s.privileged++
-	case v6 && ipv6Missing(err):
-		s.noIPv6 = true
 	default:
 		s.other++
 	}
@@ -43,6 +43,6 @@ func (s *bindSummary) skip(proto Protocol, port uint16, v6 bool, err error) (sto
 
 // log writes the summary as one line.
 func (s *bindSummary) log(log *slog.Logger) {
-	log.Info("inbound ports forwarded", "sockets", s.bound, "held_by_others", s.held,
+	log.Info("inbound ports forwarded", "sockets", s.bound, "held_by_others", s.held, "held", s.heldNames,
 		"privileged_skipped", s.privileged, "pod_without_ipv6", s.noIPv6, "other_failures", s.other)
 }

@@ -136,7 +136,9 @@ func TestInboundTCP(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.client, func(t *testing.T) {
 			port := freePort(t)
-			g, n := inboundHarness(t, newFakePod(), itoa(port)+"/tcp")
+			pod := newFakePod()
+			pod.loopback6 = tt.client == "::1"
+			g, n := inboundHarness(t, pod, itoa(port)+"/tcp")
 			seen := guestListen(t, g, netip.AddrPortFrom(netip.MustParseAddr(tt.guest), port))
 			c, err := net.DialTimeout("tcp", netip.AddrPortFrom(netip.MustParseAddr(tt.client), port).String(), 2*time.Second)
 			if err != nil {

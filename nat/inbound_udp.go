@@ -68,7 +68,7 @@ func (u *inboundUDP) fromClient(s *inSocket, client netip.AddrPort, payload []by
 			u.n.stats.udpLimited.Add(1)
 			return
 		}
-		sender, err := u.n.st.NewSender(seen.Addr(), u.n.cfg.Policy.guestOf(s.v6))
+		sender, err := u.n.st.NewSender(seen.Addr(), u.n.cfg.Policy.guestOf(seen.Addr().Is6()))
 		if err != nil {
 			return
 		}
@@ -95,7 +95,7 @@ func (u *inboundUDP) toClient(src, dst netip.AddrPort, payload []byte) bool {
 		return false
 	}
 	f.lastActive = u.n.cfg.Now().UnixNano()
-	if err := sendTo(f.sock.fd, payload, f.client, f.sock.v6); err != nil {
+	if err := sendTo(f.sock.fd, payload, f.client, f.sock.v6()); err != nil {
 		u.n.stats.udpSendFailed.Add(1)
 	}
 	return true

@@ -33,11 +33,10 @@ type Pod interface {
 	ListenPing(dst netip.Addr) (UDPConn, error)
 
 	// ListenInbound opens a non-blocking socket on port of the pod's
-	// addresses of one family (IPv6 only, when v6): listening, for TCP;
-	// bound, for UDP. The caller owns the returned file descriptor. An
-	// error wrapping syscall.EADDRINUSE means something else in the pod
-	// holds the port.
-	ListenInbound(proto Protocol, v6 bool, port uint16) (int, error)
+	// addresses of family: listening, for TCP; bound, for UDP. The caller
+	// owns the returned file descriptor. An error wrapping
+	// syscall.EADDRINUSE means something else in the pod holds the port.
+	ListenInbound(proto Protocol, family Family, port uint16) (int, error)
 
 	// EphemeralPorts is the pod's range of local ports for outgoing
 	// connections (net.ipv4.ip_local_port_range), which inbound
@@ -107,11 +106,28 @@ func (KernelPod) ListenPing(dst netip.Addr) (UDPConn, error) {
 	return c, nil
 }
 
+// Family is the address family of an inbound socket.
+type Family uint8
+
+// The families: IPv4 alone, IPv6 alone, or one IPv6 socket that takes
+// IPv4 clients too (as v4-mapped addresses), which halves the sockets
+// forwarding every port costs.
+const (
+	IPv4 Family = iota + 1
+	IPv6
+	DualStack
+)
+
+// String names the family.
+func (f Family) String() string {
+	return [...]string{"?", "IPv4", "IPv6", "IPv4+IPv6"}[min(int(f), 3)]
+}
+
 // ListenInbound implements Pod.ListenInbound on the wildcard address of
 // the family, so every pod address (loopback included) is forwarded.
-func (KernelPod) ListenInbound(proto Protocol, v6 bool, port uint16) (int, error) {
+func (KernelPod) ListenInbound(proto Protocol, fam Family, port uint16) (int, error) {
 	family, typ := unix.AF_INET, unix.SOCK_STREAM
-	if v6 {
+	if fam != IPv4 {
 		family = unix.AF_INET6
 	}
 	if proto == UDP {
@@ -121,7 +137,7 @@ func (KernelPod) ListenInbound(proto Protocol, v6 bool, port uint16) (int, error
 	if err != nil {
 		return -1, err
 	}
-	if err := bindInbound(fd, proto, v6, port); err != nil {
+	if err := bindInbound(fd, proto, fam, port); err != nil {
 		unix.Close(fd)
 		return -1, err
 	}
@@ -133,12 +149,14 @@ func (KernelPod) ListenInbound(proto Protocol, v6 bool, port uint16) (int, error
 const inboundBacklog = 4096
 
 // bindInbound binds fd to port on the wildcard address and listens (TCP).
-func bindInbound(fd int, proto Protocol, v6 bool, port uint16) error {
+func bindInbound(fd int, proto Protocol, fam Family, port uint16) error {
 	var sa unix.Sockaddr = &unix.SockaddrInet4{Port: int(port)}
-	if v6 {
-		// One socket per family: an IPv4 client is served by the IPv4
-		// socket, so the guest gets an IPv4 source.
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+	if fam != IPv4 {
+		v6only := 0
+		if fam == IPv6 {
+			v6only = 1
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v6only); err != nil {
 			return err
 		}
 		sa = &unix.SockaddrInet6{Port: int(port)}

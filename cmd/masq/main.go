@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 // Exit codes.
@@ -25,6 +28,7 @@ const (
 var version = "dev"
 
 func main() {
+	raiseFileLimit()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:])
 	stop()
@@ -80,3 +84,26 @@ type usageError struct{ err error }
 
 func (e *usageError) Error() string { return e.err.Error() }
 func (e *usageError) Unwrap() error { return e.err }
+
+// raiseFileLimit lifts the open-file limit as far as the process may:
+// forwarding every port of the pod takes a socket per port and protocol
+// (about 75,000). Go already raises the soft limit to the hard one; a
+// process with CAP_SYS_RESOURCE may raise the hard one up to fs.nr_open.
+// Failure is fine: masq forwards as many ports as the limit allows and
+// says so.
+func raiseFileLimit() {
+	const want = 1 << 20
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) != nil || lim.Max >= want {
+		return
+	}
+	max := uint64(want)
+	if b, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && n < max {
+			max = n
+		}
+	}
+	if max > lim.Max {
+		unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: max, Max: max})
+	}
+}
