@@ -39,7 +39,7 @@ func policy() nat.Policy {
 
 // harness joins an in-memory guest (10.0.2.2, fd10:0:2::2) to a masq stack
 // with a NAT whose pod is pod, and stops everything at the end of the test.
-func harness(t *testing.T, pod nat.Pod, mod func(*nat.Config)) (*memguest.Guest, *nat.NAT) {
+func harness(t testing.TB, pod nat.Pod, mod func(*nat.Config)) (*memguest.Guest, *nat.NAT) {
 	t.Helper()
 	const mtu = 1500
 	g, fd := memguest.New(t, mtu)
@@ -91,7 +91,7 @@ func dial(g *memguest.Guest, dst netip.AddrPort, timeout time.Duration) (*gonet.
 }
 
 // guestUDP opens a guest UDP socket on an ephemeral port of local's family.
-func guestUDP(t *testing.T, g *memguest.Guest, local netip.Addr) *gonet.UDPConn {
+func guestUDP(t testing.TB, g *memguest.Guest, local netip.Addr) *gonet.UDPConn {
 	t.Helper()
 	proto := ipv4.ProtocolNumber
 	if local.Is6() {
@@ -219,7 +219,7 @@ func (c *fakeUDP) SyscallConn() (syscall.RawConn, error) {
 
 // tcpServer runs handle for each connection to a loopback listener until
 // the test ends.
-func tcpServer(t *testing.T, handle func(net.Conn)) netip.AddrPort {
+func tcpServer(t testing.TB, handle func(net.Conn)) netip.AddrPort {
 	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -240,7 +240,7 @@ func tcpServer(t *testing.T, handle func(net.Conn)) netip.AddrPort {
 }
 
 // udpEcho runs a loopback UDP echo server until the test ends.
-func udpEcho(t *testing.T) netip.AddrPort {
+func udpEcho(t testing.TB) netip.AddrPort {
 	t.Helper()
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {

@@ -75,6 +75,10 @@ func New(link stack.LinkEndpoint, cfg Config) (*Stack, error) {
 		},
 	})
 	s := &Stack{ns: ns, cfg: cfg}
+	if err := tuneTCP(ns); err != nil {
+		ns.Destroy()
+		return nil, err
+	}
 	if err := s.configure(link); err != nil {
 		ns.Destroy()
 		return nil, err

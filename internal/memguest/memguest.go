@@ -52,6 +52,8 @@ func New(tb testing.TB, mtu uint32) (*Guest, int) {
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 	})
+	sack := tcpip.TCPSACKEnabled(true) // as a Linux guest has it
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
 	tb.Cleanup(func() {
 		s.Destroy()
 		unix.Close(fds[1])
