@@ -1,6 +1,7 @@
 package nat_test
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -15,11 +16,27 @@ import (
 
 const benchChunk = 64 << 10
 
+// benchMTUs are the guest MTUs the TCP benchmarks run at: the default and
+// the largest a tap carries.
+var benchMTUs = []uint32{1500, 65520}
+
 func BenchmarkTCPGuestToPod(b *testing.B) {
+	for _, mtu := range benchMTUs {
+		b.Run(fmt.Sprintf("mtu=%d", mtu), func(b *testing.B) { benchTCPGuestToPod(b, mtu) })
+	}
+}
+
+func BenchmarkTCPPodToGuest(b *testing.B) {
+	for _, mtu := range benchMTUs {
+		b.Run(fmt.Sprintf("mtu=%d", mtu), func(b *testing.B) { benchTCPPodToGuest(b, mtu) })
+	}
+}
+
+func benchTCPGuestToPod(b *testing.B, mtu uint32) {
 	pod := newFakePod()
 	dst := netip.AddrPortFrom(world4, 9)
 	pod.route(dst, tcpServer(b, func(c net.Conn) { io.Copy(io.Discard, c) }))
-	g, _ := harness(b, pod, nil)
+	g, _ := harnessMTU(b, mtu, pod, nil)
 	c, err := dial(g, dst, 5*time.Second)
 	if err != nil {
 		b.Fatal(err)
@@ -36,7 +53,7 @@ func BenchmarkTCPGuestToPod(b *testing.B) {
 	}
 }
 
-func BenchmarkTCPPodToGuest(b *testing.B) {
+func benchTCPPodToGuest(b *testing.B, mtu uint32) {
 	pod := newFakePod()
 	dst := netip.AddrPortFrom(world4, 19)
 	pod.route(dst, tcpServer(b, func(c net.Conn) {
@@ -47,7 +64,7 @@ func BenchmarkTCPPodToGuest(b *testing.B) {
 			}
 		}
 	}))
-	g, _ := harness(b, pod, nil)
+	g, _ := harnessMTU(b, mtu, pod, nil)
 	c, err := dial(g, dst, 5*time.Second)
 	if err != nil {
 		b.Fatal(err)

@@ -41,7 +41,12 @@ func policy() nat.Policy {
 // with a NAT whose pod is pod, and stops everything at the end of the test.
 func harness(t testing.TB, pod nat.Pod, mod func(*nat.Config)) (*memguest.Guest, *nat.NAT) {
 	t.Helper()
-	const mtu = 1500
+	return harnessMTU(t, 1500, pod, mod)
+}
+
+// harnessMTU is harness with a link of the given MTU.
+func harnessMTU(t testing.TB, mtu uint32, pod nat.Pod, mod func(*nat.Config)) (*memguest.Guest, *nat.NAT) {
+	t.Helper()
 	g, fd := memguest.New(t, mtu)
 	link, err := stack.NewFDLink(fd, mtu, nil)
 	if err != nil {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 )
 
 // DefaultInboundDialTimeout bounds the connect into the guest of an
@@ -217,7 +216,7 @@ func (in *inbound) forwardTCP(fd int, client netip.AddrPort, s *inSocket) {
 		resetConn(conn)
 		return
 	}
-	flow := newTCPFlow(n, gonet.NewTCPConn(wq, ep), ep, wq, conn)
+	flow := newTCPFlow(n, ep, wq, conn)
 	if !n.track(flow) {
 		flow.abort()
 		flow.close()

@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
@@ -18,21 +17,16 @@ import (
 // RST or error on either side resets both.
 type tcpFlow struct {
 	n        *NAT
-	guest    *gonet.TCPConn
-	ep       tcpip.Endpoint
-	wq       *waiter.Queue
+	guest    *guestConn
 	pod      net.Conn
 	podReady *podReadiness // nil when pod has no fd to poll
 
-	guestEntry  waiter.Entry
-	guestNotify chan struct{}
-	resetOnce   sync.Once
+	resetOnce sync.Once
 }
 
-func newTCPFlow(n *NAT, guest *gonet.TCPConn, ep tcpip.Endpoint, wq *waiter.Queue, pod net.Conn) *tcpFlow {
-	f := &tcpFlow{n: n, guest: guest, ep: ep, wq: wq, pod: pod, podReady: newPodReadiness(pod)}
-	f.guestEntry, f.guestNotify = waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
-	return f
+// newTCPFlow joins a connected guest endpoint and a pod connection.
+func newTCPFlow(n *NAT, ep tcpip.Endpoint, wq *waiter.Queue, pod net.Conn) *tcpFlow {
+	return &tcpFlow{n: n, guest: newGuestConn(ep, wq), pod: pod, podReady: newPodReadiness(pod)}
 }
 
 // splice copies both ways until both directions have ended, then closes
@@ -48,7 +42,7 @@ func (f *tcpFlow) splice() {
 // guestToPod copies the guest's bytes to the pod socket.
 func (f *tcpFlow) guestToPod() {
 	for {
-		f.waitGuest()
+		f.guest.waitReadable()
 		b := f.n.getBuffer()
 		nr, rerr := f.guest.Read(*b)
 		var werr error
@@ -100,25 +94,11 @@ func (f *tcpFlow) podToGuest() {
 	}
 }
 
-// waitGuest blocks until the guest endpoint has data, EOF or an error to
-// report, holding no buffer meanwhile.
-func (f *tcpFlow) waitGuest() {
-	const ready = waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr
-	if f.ep.Readiness(ready) != 0 {
-		return
-	}
-	f.wq.EventRegister(&f.guestEntry)
-	defer f.wq.EventUnregister(&f.guestEntry)
-	for f.ep.Readiness(ready) == 0 {
-		<-f.guestNotify
-	}
-}
-
 // abort resets both sides: an RST to the guest and to the pod's peer. It
 // implements flow; it is safe to call more than once and concurrently.
 func (f *tcpFlow) abort() {
 	f.resetOnce.Do(func() {
-		f.ep.Abort()
+		f.guest.Abort()
 		if tc, ok := f.pod.(*net.TCPConn); ok {
 			tc.SetLinger(0) // close with RST
 		}

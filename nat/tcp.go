@@ -3,7 +3,6 @@ package nat
 import (
 	"context"
 
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -55,7 +54,7 @@ func (n *NAT) forwardTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	r.Complete(false)
-	f := newTCPFlow(n, gonet.NewTCPConn(&wq, ep), ep, &wq, pod)
+	f := newTCPFlow(n, ep, &wq, pod)
 	if !n.track(f) {
 		f.abort()
 		f.close()

@@ -44,6 +44,8 @@ func New(tb testing.TB, mtu uint32) (*Guest, int) {
 	if err != nil {
 		tb.Fatalf("socketpair: %v", err)
 	}
+	growBuffers(fds[0])
+	growBuffers(fds[1])
 	link, err := fdbased.New(&fdbased.Options{FDs: []int{fds[1]}, MTU: mtu, EthernetHeader: true, Address: MAC})
 	if err != nil {
 		tb.Fatalf("guest link: %v", err)
@@ -153,3 +155,18 @@ func protocolOf(a netip.Addr) tcpip.NetworkProtocolNumber {
 
 // String describes the guest for test logs.
 func (g *Guest) String() string { return fmt.Sprintf("memguest(%s)", MAC) }
+
+// linkBuffer is the socket buffer each end of the link asks for. A tap's
+// queue holds 1000 frames of any size; a socketpair's holds bytes, ~200
+// KiB by default: three 64 KiB frames, so jumbo bursts would be dropped
+// at the link, which a tap would not do. Root may exceed net.core.wmem_max.
+const linkBuffer = 8 << 20
+
+// growBuffers raises fd's send and receive buffers toward linkBuffer.
+func growBuffers(fd int) {
+	for _, opt := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt[0], linkBuffer) != nil {
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt[1], linkBuffer)
+		}
+	}
+}
