@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/masqnet/masq/stack"
@@ -59,15 +60,15 @@ func newDatagramTable(n *NAT, proto datagramProto, max int, stats flowCounters) 
 // guest addressed it, d.Dst from the pod. It runs on the packet path and
 // never blocks long: a table lookup, at most a socket() and bind() for a
 // new flow, and a send on a datagram socket. It reports false when the
-// pod has no socket for dst's family, so the caller can answer
-// "unreachable".
+// pod cannot reach dst at all (no socket or no route for its family), so
+// the caller can answer "unreachable" at once.
 func (t *datagramTable) forward(src, dst netip.AddrPort, d Decision, payload []byte) bool {
 	f, err := t.flow(src, d.Dst)
 	if err != nil {
 		return errors.Is(err, errFlowLimit) // at the bound: drop silently
 	}
-	f.send(payload, d.Dst, dst)
-	return true
+	err = f.send(payload, d.Dst, dst)
+	return !errors.Is(err, syscall.ENETUNREACH) && !errors.Is(err, syscall.EHOSTUNREACH)
 }
 
 // flow returns the flow for the guest's src toward dst's family, creating

@@ -42,7 +42,7 @@ func newDatagramFlow(t *datagramTable, key flowKey, conn UDPConn, idle time.Dura
 
 // send sends a guest datagram to dst from the pod; guestDst is where the
 // guest sent it (dst unless the policy mapped it).
-func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort) {
+func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort) error {
 	seen := netip.AddrPortFrom(guestDst.Addr(), 0)
 	if guestDst != dst {
 		seen = guestDst
@@ -53,9 +53,11 @@ func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort) {
 	}
 	f.mu.Unlock()
 	f.touch()
-	if _, err := f.conn.WriteToUDPAddrPort(payload, dst); err != nil {
+	_, err := f.conn.WriteToUDPAddrPort(payload, dst)
+	if err != nil {
 		f.t.stats.sendFailed.Add(1)
 	}
+	return err
 }
 
 // peer returns where the guest sees a reply from the pod-side address

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -184,5 +185,30 @@ func TestUDPFlowLimit(t *testing.T) {
 	}
 	if s := n.Stats(); s.UDPLimited == 0 || n.UDPFlows() != 2 {
 		t.Fatalf("UDPLimited = %d, flows = %d; want > 0 and 2", s.UDPLimited, n.UDPFlows())
+	}
+}
+
+func TestUDPUnreachableFamilyAnsweredAtOnce(t *testing.T) {
+	pod := newFakePod()
+	dst := netip.MustParseAddrPort("[2001:db8::99]:53")
+	pod.fail[dst] = &net.OpError{Op: "write", Net: "udp", Err: syscall.ENETUNREACH}
+	g, n := harness(t, pod, nil)
+	c := guestUDP(t, g, guest6.Addr())
+	unreachable := func() uint64 { return g.Stack.Stats().ICMP.V6.PacketsReceived.DstUnreachable.Value() }
+	before := unreachable()
+	if _, err := c.WriteTo([]byte("q"), net.UDPAddrFromAddrPort(dst)); err != nil {
+		t.Fatal(err)
+	}
+	// The guest gets an ICMPv6 destination unreachable at once, as from a
+	// router without a route, instead of waiting out its DNS timeout.
+	deadline := time.Now().Add(time.Second)
+	for unreachable() == before {
+		if time.Now().After(deadline) {
+			t.Fatal("no ICMPv6 unreachable reached the guest within 1s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n.Stats().UDPSendFailed == 0 {
+		t.Error("UDPSendFailed not counted")
 	}
 }
