@@ -96,10 +96,17 @@ func (n *NAT) openInbound() (*inbound, error) {
 func (in *inbound) open(plan inboundPlan) error {
 	var sum bindSummary
 	fam := in.family()
+	budget := fdBudget()
 	for _, r := range plan.ports {
 		for port := uint32(r.First); port <= uint32(r.Last); port++ {
 			if Reserved(uint16(port)) {
 				continue
+			}
+			if sum.bound >= budget && !plan.explicit {
+				in.n.log.Warn("inbound forwarding stopped to keep file descriptors for the guest's flows (raise RLIMIT_NOFILE or list --ports)",
+					"sockets", sum.bound, "next_port", fmt.Sprintf("%d/%s", port, r.Proto))
+				sum.log(in.n.log)
+				return nil
 			}
 			err := in.bind(r.Proto, fam, uint16(port))
 			if err != nil && fam == DualStack && ipv6Missing(err) {
@@ -115,14 +122,35 @@ func (in *inbound) open(plan inboundPlan) error {
 				return fmt.Errorf("forward port %d/%s: %w", port, r.Proto, err)
 			}
 			if sum.skip(r.Proto, uint16(port), err) {
-				in.n.log.Warn("inbound forwarding stopped: out of file descriptors (raise the pod's RLIMIT_NOFILE or list --ports)",
-					"sockets", sum.bound, "next_port", port, "err", err)
+				in.n.log.Warn("inbound forwarding stopped: out of file descriptors (raise RLIMIT_NOFILE or list --ports)",
+					"sockets", sum.bound, "next_port", fmt.Sprintf("%d/%s", port, r.Proto), "err", err)
+				sum.log(in.n.log)
 				return nil
 			}
 		}
 	}
 	sum.log(in.n.log)
 	return nil
+}
+
+// flowFDReserve is how many file descriptors forwarding every port leaves
+// for everything else: the guest's outbound flows take one each, and
+// without them the guest could not reach anything at all. Half the limit,
+// at most 16384 (a busy VM's worth of connections).
+func flowFDReserve(limit int) int { return min(limit/2, 16384) }
+
+// fdBudget is how many inbound sockets forwarding every port may open.
+func fdBudget() int {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > 1<<24 {
+		return 1 << 20
+	}
+	limit := int(lim.Cur)
+	open := 64 // a fresh masq's own: stdio, epoll, the tap, the runtime's
+	if entries, err := os.ReadDir("/proc/self/fd"); err == nil {
+		open = len(entries)
+	}
+	return max(0, limit-open-flowFDReserve(limit))
 }
 
 // family is the family of the inbound sockets: one dual-stack socket per

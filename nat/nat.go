@@ -167,28 +167,30 @@ func New(st *stack.Stack, cfg Config) (*NAT, error) {
 	ns.SetTransportProtocolHandler(udp.ProtocolNumber, n.handleUDP)
 	ns.SetTransportProtocolHandler(icmp.ProtocolNumber4, n.handleICMP)
 	ns.SetTransportProtocolHandler(icmp.ProtocolNumber6, n.handleICMP)
+	var err4, err6 error
+	n.ping4, err4 = probePing(cfg.Pod, netip.IPv4Unspecified())
+	n.ping6, err6 = probePing(cfg.Pod, netip.IPv6Unspecified())
+	if !n.ping4 || !n.ping6 {
+		n.log.Info("guest pings to the world are not answered: the pod gives no ping socket (see net.ipv4.ping_group_range)",
+			"ipv4_err", err4, "ipv6_err", err6)
+	}
 	if cfg.Inbound {
 		if n.in, err = n.openInbound(); err != nil {
 			cancel()
 			return nil, err
 		}
 	}
-	n.ping4, n.ping6 = probePing(cfg.Pod, netip.IPv4Unspecified()), probePing(cfg.Pod, netip.IPv6Unspecified())
-	if !n.ping4 || !n.ping6 {
-		n.log.Info("guest pings to the world are not answered: the pod gives no ping socket (net.ipv4.ping_group_range)",
-			"ipv4", n.ping4, "ipv6", n.ping6)
-	}
 	return n, nil
 }
 
 // probePing reports whether pod gives ping sockets of a's family.
-func probePing(pod Pod, a netip.Addr) bool {
+func probePing(pod Pod, a netip.Addr) (bool, error) {
 	c, err := pod.ListenPing(a)
 	if err != nil {
-		return false
+		return false, err
 	}
 	c.Close()
-	return true
+	return true, nil
 }
 
 // pingOK reports whether echo requests to a can be proxied.
