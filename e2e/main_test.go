@@ -20,6 +20,10 @@ var (
 	masqBin string
 	// buildErr is why masqBin could not be had; tests report it.
 	buildErr error
+	// peerBin is the path of the netpeer helper (./e2e/internal/netpeer),
+	// and peerErr why it could not be built.
+	peerBin string
+	peerErr error
 )
 
 func TestMain(m *testing.M) {
@@ -35,6 +39,7 @@ func runTests(m *testing.M) int {
 		}
 		defer os.RemoveAll(dir)
 		masqBin, buildErr = buildMasq(dir)
+		peerBin, peerErr = buildPeer(dir)
 	}
 	return m.Run()
 }
@@ -44,17 +49,27 @@ func buildMasq(dir string) (string, error) {
 	if bin := os.Getenv("MASQ_BIN"); bin != "" {
 		return filepath.Abs(bin)
 	}
+	return goBuild(dir, "masq", "./cmd/masq")
+}
+
+// buildPeer builds the netpeer helper into dir.
+func buildPeer(dir string) (string, error) {
+	return goBuild(dir, "netpeer", "./e2e/internal/netpeer")
+}
+
+// goBuild builds the package pkg of this module into dir/name.
+func goBuild(dir, name, pkg string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
 	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("go env GOMOD: %w", err)
 	}
-	bin := filepath.Join(dir, "masq")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/masq")
+	bin := filepath.Join(dir, name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
 	cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/masq: %w\n%s", err, out)
+		return "", fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
 	}
 	return bin, nil
 }
@@ -76,6 +91,17 @@ func masqBinary(t *testing.T) string {
 		t.Fatalf("no masq binary: %v", buildErr)
 	}
 	return masqBin
+}
+
+// peerBinary returns the netpeer helper; t skips without root and fails
+// when it could not be built.
+func peerBinary(t *testing.T) string {
+	t.Helper()
+	requireRoot(t)
+	if peerErr != nil {
+		t.Fatalf("no netpeer binary: %v", peerErr)
+	}
+	return peerBin
 }
 
 // requireTool fails t when the program name is not installed; pkg is the

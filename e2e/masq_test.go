@@ -19,11 +19,13 @@ const (
 	readyLine = `msg="masq ready"`
 )
 
-// masqProc is a masq run inside a topology's pod namespace.
-type masqProc struct {
-	name   string // for logs: "masq", "masq#2"
+// proc is a program run in the background (masq, a netpeer server),
+// usually inside a namespace through ip netns exec, which execs it: the
+// process is the program itself.
+type proc struct {
+	name   string // for logs: "masq", "masq#2", "http server"
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *syncBuffer   // its stdout and stderr
 	done   chan struct{} // closed when the process has been waited for
 	err    error         // cmd.Wait's result, once done is closed
 }
@@ -31,13 +33,22 @@ type masqProc struct {
 // startMasq runs `masq run` in tp's pod namespace with the tap in tp's guest
 // namespace and extra args, waits until it is ready, and ends it in
 // t.Cleanup, logging its stderr if t failed.
-func startMasq(t *testing.T, tp *topology, name string, args ...string) *masqProc {
+func startMasq(t *testing.T, tp *topology, name string, args ...string) *proc {
 	t.Helper()
 	argv := []string{"netns", "exec", tp.Pod, masqBinary(t), "run",
 		"--guest-netns", tp.GuestPath(), "--tap", tapName, "--log-level", "debug"}
-	p := &masqProc{
+	p := startProc(t, name, "ip", append(argv, args...)...)
+	p.waitReady(t, readyLine, readyTimeout)
+	return p
+}
+
+// startProc starts a background process and ends it in t.Cleanup, logging
+// its output if t failed.
+func startProc(t *testing.T, name, prog string, args ...string) *proc {
+	t.Helper()
+	p := &proc{
 		name:   name,
-		cmd:    exec.Command("ip", append(argv, args...)...), // ip execs masq: same pid.
+		cmd:    exec.Command(prog, args...),
 		stderr: &syncBuffer{},
 		done:   make(chan struct{}),
 	}
@@ -57,34 +68,33 @@ func startMasq(t *testing.T, tp *topology, name string, args ...string) *masqPro
 			t.Logf("%s output:\n%s", p.name, p.stderr)
 		}
 	})
-	p.waitReady(t)
 	return p
 }
 
-// waitReady fails t unless masq logs readyLine within readyTimeout.
-func (p *masqProc) waitReady(t *testing.T) {
+// waitReady fails t unless the process prints line within timeout.
+func (p *proc) waitReady(t *testing.T, line string, timeout time.Duration) {
 	t.Helper()
 	exited := false
-	ready := waitFor(readyTimeout, func() bool {
+	ready := waitFor(timeout, func() bool {
 		select {
 		case <-p.done:
 			exited = true
 			return true
 		default:
-			return strings.Contains(p.stderr.String(), readyLine)
+			return strings.Contains(p.stderr.String(), line)
 		}
 	})
 	switch {
 	case exited:
 		t.Fatalf("%s exited before it was ready: %v", p.name, p.err)
 	case !ready:
-		t.Fatalf("%s did not log %s within %v", p.name, readyLine, readyTimeout)
+		t.Fatalf("%s did not print %s within %v", p.name, line, timeout)
 	}
 }
 
 // stop sends SIGTERM and returns masq's exit code, failing t if it does not
 // exit within stopTimeout.
-func (p *masqProc) stop(t *testing.T) int {
+func (p *proc) stop(t *testing.T) int {
 	t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		t.Fatalf("SIGTERM %s: %v", p.name, err)
@@ -99,7 +109,7 @@ func (p *masqProc) stop(t *testing.T) int {
 }
 
 // kill ends masq if it still runs: SIGTERM, then SIGKILL.
-func (p *masqProc) kill() {
+func (p *proc) kill() {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		select {
 		case <-p.done:
@@ -116,4 +126,4 @@ func (p *masqProc) kill() {
 }
 
 // log returns what masq has written so far.
-func (p *masqProc) log() string { return p.stderr.String() }
+func (p *proc) log() string { return p.stderr.String() }

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -47,4 +49,112 @@ func ping(t *testing.T, tp *topology, addr string, tries int) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatalf("guest: ping %s failed %d times: %v\n%s", addr, tries, err, out)
+}
+
+// TestOutboundPing: the guest's pings to the outside host are really sent
+// and really answered, or not answered at all. masq probes for ping
+// sockets at start: with the pod's default net.ipv4.ping_group_range
+// ("1 0": none) no echo reply is faked; once the pod allows them, pings to
+// 198.18.0.1 and 2001:db8::1 are answered by the outside host itself (its
+// echo counters move); and with the outside host down, none is answered.
+func TestOutboundPing(t *testing.T) {
+	tp := newTopology(t, 1500)
+	requireTool(t, "ping", "iputils-ping")
+	precreateTap(t, tp) // Outlives the first masq, with the guest's addresses.
+	guestStatic4(t, tp)
+	guestStatic6(t, tp, false)
+
+	first := startMasq(t, tp, "masq#1") // ping_group_range left at "1 0"
+	if !strings.Contains(first.log(), "ping_group_range") {
+		t.Errorf("masq#1 did not log that it has no ping socket")
+	}
+	ping(t, tp, gateway4, 3) // The guest itself works: masq answers for the gateway.
+	ping(t, tp, gateway6, 5)
+	noPing(t, tp, "the pod allows no ping sockets", outAddr4, outAddr6)
+	if code := first.stop(t); code != 0 {
+		t.Errorf("masq#1 exited %d after SIGTERM, want 0", code)
+	}
+
+	if out, err := inNetns(tp.Pod, "sysctl", "-w", "net.ipv4.ping_group_range=0 2147483647"); err != nil {
+		t.Fatalf("pod: sysctl ping_group_range: %v\n%s", err, out)
+	}
+	second := startMasq(t, tp, "masq#2")
+	if strings.Contains(second.log(), "ping_group_range") {
+		t.Errorf("masq#2 found no ping socket although the pod allows them")
+	}
+	for _, c := range []struct{ addr, counter string }{
+		{outAddr4, "Icmp:OutEchoReps"},
+		{outAddr6, "Icmp6OutEchoReplies"},
+	} {
+		before := icmpCounter(t, tp.Out, c.counter)
+		ping(t, tp, c.addr, 3)
+		after := icmpCounter(t, tp.Out, c.counter)
+		t.Logf("guest: ping %s answered; outside host's %s %d → %d", c.addr, c.counter, before, after)
+		if after <= before {
+			t.Errorf("the guest's ping of %s was answered, but not by the outside host (%s %d → %d)",
+				c.addr, c.counter, before, after)
+		}
+	}
+
+	ip(t, "-n", tp.Out, "link", "set", "eth0", "down")
+	noPing(t, tp, "the outside host is down", outAddr4, outAddr6)
+}
+
+// noPing fails t if `ping -c1 -W2 ADDR` from the guest gets a reply for
+// any of addrs (pinged at once, to wait 2 s only once).
+func noPing(t *testing.T, tp *topology, why string, addrs ...string) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, addr := range addrs {
+		wg.Go(func() {
+			out, err := inNetns(tp.Guest, "ping", "-c1", "-W2", addr)
+			if err == nil || strings.Contains(out, " 1 received") {
+				t.Errorf("guest: ping %s got a reply although %s:\n%s", addr, why, out)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// icmpCounter reads an ICMP counter of namespace ns: "Icmp:NAME" from
+// /proc/net/snmp or an Icmp6 NAME from /proc/net/snmp6.
+func icmpCounter(t *testing.T, ns, name string) int {
+	t.Helper()
+	file, key := "/proc/net/snmp6", name
+	if k, ok := strings.CutPrefix(name, "Icmp:"); ok {
+		file, key = "/proc/net/snmp", k
+	}
+	out, err := inNetns(ns, "cat", file)
+	if err != nil {
+		t.Fatalf("%s: cat %s: %v\n%s", ns, file, err, out)
+	}
+	lines := strings.Split(out, "\n")
+	for i, line := range lines {
+		f := strings.Fields(line)
+		if file == "/proc/net/snmp6" {
+			if len(f) == 2 && f[0] == key {
+				return atoi(t, f[1])
+			}
+			continue
+		}
+		if len(f) > 0 && f[0] == "Icmp:" && i+1 < len(lines) { // names, then values
+			values := strings.Fields(lines[i+1])
+			for j, n := range f {
+				if n == key && j < len(values) {
+					return atoi(t, values[j])
+				}
+			}
+		}
+	}
+	t.Fatalf("%s: no %s in %s", ns, name, file)
+	return 0
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -213,3 +213,51 @@ func precreateTap(t *testing.T, tp *topology) {
 	ip(t, "-n", tp.Guest, "tuntap", "add", "dev", tapName, "mode", "tap")
 	ip(t, "-n", tp.Guest, "link", "set", tapName, "up")
 }
+
+// guestStatic4 configures the guest's tap the way a lease would, without
+// DHCP: up with the topology's MTU, 10.0.2.2/24, default route via
+// 10.0.2.1.
+func guestStatic4(t *testing.T, tp *topology) {
+	t.Helper()
+	ip(t, "-n", tp.Guest, "link", "set", tapName, "mtu", strconv.Itoa(tp.MTU), "up")
+	ip(t, "-n", tp.Guest, "addr", "replace", guest4+"/24", "dev", tapName)
+	ip(t, "-n", tp.Guest, "route", "replace", "default", "via", gateway4, "dev", tapName)
+}
+
+// dadTimeout bounds the guest's duplicate address detection of
+// fd10:0:2::2 (one probe a second by default).
+const dadTimeout = 3 * time.Second
+
+// guestStatic6 gives the guest's tap its static fd10:0:2::2/120 and a
+// default route via fd10:0:2::1, as cloud-init would. With dad the address
+// goes through duplicate address detection, which masq must not answer, and
+// guestStatic6 waits until it is no longer tentative; without, it is added
+// with nodad.
+func guestStatic6(t *testing.T, tp *topology, dad bool) {
+	t.Helper()
+	ip(t, "-n", tp.Guest, "link", "set", tapName, "mtu", strconv.Itoa(tp.MTU), "up")
+	args := []string{"-n", tp.Guest, "addr", "add", guest6 + "/120", "dev", tapName}
+	if !dad {
+		args = append(args, "nodad")
+	}
+	ip(t, args...)
+	if dad {
+		var addrs string
+		start := time.Now()
+		settled := waitFor(dadTimeout, func() bool {
+			addrs = ip(t, "-n", tp.Guest, "-6", "-o", "addr", "show", "dev", tapName)
+			return !strings.Contains(addrs, "tentative") || strings.Contains(addrs, "dadfailed")
+		})
+		if !settled || strings.Contains(addrs, "dadfailed") || !strings.Contains(addrs, guest6+"/120") {
+			t.Fatalf("guest's %s did not pass DAD within %v:\n%s", guest6, dadTimeout, addrs)
+		}
+		t.Logf("guest's %s passed DAD in %v", guest6, time.Since(start).Round(10*time.Millisecond))
+	}
+	ip(t, "-n", tp.Guest, "-6", "route", "replace", "default", "via", gateway6, "dev", tapName)
+}
+
+// setPodResolvConf replaces the pod's resolv.conf (before masq starts).
+func setPodResolvConf(t *testing.T, tp *topology, content string) {
+	t.Helper()
+	writeFile(t, filepath.Join("/etc/netns", tp.Pod, "resolv.conf"), content, 0o644)
+}

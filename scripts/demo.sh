@@ -13,8 +13,8 @@
 # Only 198.18.0.0/15, 2001:db8::/32, 10.0.2.0/24 and fd10:0:2::/120 are used,
 # inside namespaces this script makes; everything it makes is removed on exit.
 #
-# Each step is a function; main() lists them. To add one (say, fetch a page
-# from out), write step_NAME and call it from main(): run NS CMD... runs a
+# Each step is a function; main() lists them. To add one (say, ping the
+# outside host), write step_NAME and call it from main(): run NS CMD... runs a
 # command in a namespace, spawn NS CMD... starts a background one that
 # cleanup ends.
 set -euo pipefail
@@ -27,6 +27,7 @@ readonly OUT_ADDR6=2001:db8::1 POD_ADDR6=2001:db8::2
 readonly GATEWAY4=10.0.2.1 GATEWAY6=fd10:0:2::1 GUEST6=fd10:0:2::2
 readonly TAP=tap0
 readonly READY_TIMEOUT=15 # seconds for masq to log "masq ready"
+readonly HTTP_PORT=8080   # the outside host's web server
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SUFFIX=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
@@ -95,6 +96,8 @@ need() { # need PROGRAM PACKAGE
 step_preflight() {
 	need ip iproute2
 	need ping iputils-ping
+	need curl curl
+	need busybox busybox # its httpd is the outside host's web server
 	if [[ -n ${DHCP_CLIENT:-} ]]; then # dhclient or udhcpc, to choose
 		need "$DHCP_CLIENT" "isc-dhcp-client (dhclient) or udhcpc"
 	elif command -v dhclient >/dev/null; then
@@ -246,6 +249,45 @@ step_ping_gateway() {
 	ping_from "$GUEST" "$GATEWAY6"
 }
 
+# wait_listen NS ADDR:PORT: wait up to 5 s for a TCP listener on
+# ADDR:PORT (an IPv6 ADDR in brackets) in NS.
+wait_listen() {
+	local ns=$1 addr=$2 i
+	for i in $(seq 50); do
+		[[ -n $(ip netns exec "$ns" ss -Hltn src "$addr") ]] && return 0
+		sleep 0.1
+	done
+	die "nothing listens on $addr in $ns"
+}
+
+# The outside host runs a web server (busybox httpd) whose page says which
+# address the request came from; the guest fetches it over IPv4 and IPv6
+# and the address shown must be the pod's: masq's sockets, not the guest's.
+step_fetch_outside() {
+	local www=$WORK/www addr url seen want
+	mkdir -p "$www/cgi-bin"
+	cat >"$www/cgi-bin/whoami" <<-'EOF'
+		#!/bin/sh
+		printf 'Content-Type: text/plain\r\n\r\n'
+		echo "$REMOTE_ADDR"
+	EOF
+	chmod +x "$www/cgi-bin/whoami"
+	for addr in "$OUT_ADDR4" "[$OUT_ADDR6]"; do
+		spawn "$OUT" "$WORK/httpd-${#PIDS[@]}.log" busybox httpd -f -p "$addr:$HTTP_PORT" -h "$www"
+		wait_listen "$OUT" "$addr:$HTTP_PORT"
+	done
+	log "web server on $OUT_ADDR4 and $OUT_ADDR6 port $HTTP_PORT in $OUT"
+	for addr in "$OUT_ADDR4" "[$OUT_ADDR6]"; do
+		url=http://$addr:$HTTP_PORT/cgi-bin/whoami
+		want=$POD_ADDR4
+		[[ $addr == "["* ]] && want=$POD_ADDR6
+		seen=$(run "$GUEST" curl -sS -g --fail --max-time 10 "$url") || die "curl $url from $GUEST failed"
+		seen=$(tr -d '[] \r\n' <<<"$seen")
+		log "curl $url from $GUEST: the outside host saw the request come from $seen"
+		[[ $seen == "$want" ]] || die "the outside host saw $seen, not the pod's $want"
+	done
+}
+
 main() {
 	((EUID == 0)) || die "must run as root (it creates network namespaces and a tap device); try: sudo $0"
 	trap cleanup EXIT
@@ -257,8 +299,8 @@ main() {
 	step_show_lease
 	step_ipv6
 	step_ping_gateway
-	# Next steps go here, e.g. step_fetch_outside (a server spawned in $OUT,
-	# fetched from $GUEST).
+	step_fetch_outside
+	# Next steps go here.
 	log "demo done; cleaning up"
 }
 
