@@ -41,15 +41,16 @@ func newGuestConn(ep tcpip.Endpoint, wq *waiter.Queue) *guestConn {
 }
 
 // waitReadable blocks until a Read will not block, holding no buffer.
-func (g *guestConn) waitReadable() {
+func (g *guestConn) waitReadable() error {
 	if g.ep.Readiness(readEvents) != 0 {
-		return
+		return nil
 	}
 	g.wq.EventRegister(&g.readEntry)
 	defer g.wq.EventUnregister(&g.readEntry)
 	for g.ep.Readiness(readEvents) == 0 {
 		<-g.readReady
 	}
+	return nil
 }
 
 // Read reads what the guest sent into b, blocking until there is some.
@@ -103,8 +104,8 @@ func (g *guestConn) Write(b []byte) (int, error) {
 	return done, nil
 }
 
-// CloseWrite sends the guest a FIN.
-func (g *guestConn) CloseWrite() { g.ep.Shutdown(tcpip.ShutdownWrite) }
+// closeWrite sends the guest a FIN.
+func (g *guestConn) closeWrite() { g.ep.Shutdown(tcpip.ShutdownWrite) }
 
 // Abort resets the connection: an RST to the guest.
 func (g *guestConn) Abort() { g.ep.Abort() }

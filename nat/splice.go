@@ -16,79 +16,58 @@ import (
 // buffer. A FIN on either side becomes a FIN (CloseWrite) on the other; an
 // RST or error on either side resets both.
 type tcpFlow struct {
-	n        *NAT
-	guest    *guestConn
-	pod      net.Conn
-	podReady *podReadiness // nil when pod has no fd to poll
-
+	n         *NAT
+	guest     *guestConn
+	pod       *podConn
 	resetOnce sync.Once
+}
+
+// halfConn is one side of a tcpFlow as the copy loop sees it.
+type halfConn interface {
+	// waitReadable blocks, holding no buffer, until Read will not block.
+	waitReadable() error
+	Read(b []byte) (int, error)
+	Write(b []byte) (int, error)
+	// closeWrite sends the peer a FIN.
+	closeWrite()
 }
 
 // newTCPFlow joins a connected guest endpoint and a pod connection.
 func newTCPFlow(n *NAT, ep tcpip.Endpoint, wq *waiter.Queue, pod net.Conn) *tcpFlow {
-	return &tcpFlow{n: n, guest: newGuestConn(ep, wq), pod: pod, podReady: newPodReadiness(pod)}
+	return &tcpFlow{n: n, guest: newGuestConn(ep, wq), pod: &podConn{Conn: pod, ready: newPodReadiness(pod)}}
 }
 
 // splice copies both ways until both directions have ended, then closes
 // both sides.
 func (f *tcpFlow) splice() {
 	var wg sync.WaitGroup
-	wg.Go(f.podToGuest)
-	f.guestToPod()
+	wg.Go(func() { f.copy(f.guest, f.pod) })
+	f.copy(f.pod, f.guest)
 	wg.Wait()
 	f.close()
 }
 
-// guestToPod copies the guest's bytes to the pod socket.
-func (f *tcpFlow) guestToPod() {
+// copy moves bytes from src to dst until src's EOF, which it passes on as
+// a FIN, or an error on either side, which resets both.
+func (f *tcpFlow) copy(dst, src halfConn) {
 	for {
-		f.guest.waitReadable()
+		if err := src.waitReadable(); err != nil {
+			f.abort()
+			return
+		}
 		b := f.n.getBuffer()
-		nr, rerr := f.guest.Read(*b)
+		nr, rerr := src.Read(*b)
 		var werr error
 		if nr > 0 {
-			_, werr = f.pod.Write((*b)[:nr])
+			_, werr = dst.Write((*b)[:nr])
 		}
 		f.n.putBuffer(b)
 		switch {
-		case werr != nil:
+		case werr != nil || (rerr != nil && rerr != io.EOF):
 			f.abort()
 			return
 		case rerr == io.EOF:
-			closeWrite(f.pod)
-			return
-		case rerr != nil:
-			f.abort()
-			return
-		}
-	}
-}
-
-// podToGuest copies the pod socket's bytes to the guest.
-func (f *tcpFlow) podToGuest() {
-	for {
-		if f.podReady != nil {
-			if err := f.podReady.wait(); err != nil {
-				f.abort()
-				return
-			}
-		}
-		b := f.n.getBuffer()
-		nr, rerr := f.pod.Read(*b)
-		var werr error
-		if nr > 0 {
-			_, werr = f.guest.Write((*b)[:nr])
-		}
-		f.n.putBuffer(b)
-		switch {
-		case werr != nil:
-			f.abort()
-			return
-		case rerr == io.EOF:
-			f.guest.CloseWrite()
-			return
-		case rerr != nil:
-			f.abort()
+			dst.closeWrite()
 			return
 		}
 	}
@@ -99,10 +78,7 @@ func (f *tcpFlow) podToGuest() {
 func (f *tcpFlow) abort() {
 	f.resetOnce.Do(func() {
 		f.guest.Abort()
-		if tc, ok := f.pod.(*net.TCPConn); ok {
-			tc.SetLinger(0) // close with RST
-		}
-		f.pod.Close()
+		resetConn(f.pod.Conn)
 	})
 }
 
@@ -112,14 +88,27 @@ func (f *tcpFlow) close() {
 	f.pod.Close()
 }
 
-// closeWrite half-closes c (a FIN to its peer) when it can, and closes it
-// otherwise.
-func closeWrite(c net.Conn) {
+// podConn is the pod's side of a tcpFlow.
+type podConn struct {
+	net.Conn
+	ready *podReadiness // nil when the conn has no fd to poll
+}
+
+func (p *podConn) waitReadable() error {
+	if p.ready == nil {
+		return nil // Read blocks with the buffer held instead
+	}
+	return p.ready.wait()
+}
+
+// closeWrite half-closes the connection (a FIN to its peer) when it can,
+// and closes it otherwise.
+func (p *podConn) closeWrite() {
 	type writeCloser interface{ CloseWrite() error }
-	if wc, ok := c.(writeCloser); ok {
+	if wc, ok := p.Conn.(writeCloser); ok {
 		if err := wc.CloseWrite(); err == nil || !errors.Is(err, net.ErrClosed) {
 			return
 		}
 	}
-	c.Close()
+	p.Conn.Close()
 }
