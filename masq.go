@@ -66,18 +66,18 @@ func serve(ctx context.Context, st *stack.Stack, p runPlan, pod nat.Pod, log *sl
 		conn.Close()
 		return fmt.Errorf("dhcp server: %w", err)
 	}
-	masq, err := nat.New(st, nat.Config{Policy: p.policy, Pod: pod, Logger: log,
+	flows, err := nat.New(st, nat.Config{Policy: p.policy, Pod: pod, Logger: log,
 		Inbound: true, InboundPorts: p.ports})
 	if err != nil {
 		conn.Close()
-		return err
+		return fmt.Errorf("masquerade: %w", err)
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
 	wg.Go(func() { errc <- srv.Serve(ctx, conn) })
-	wg.Go(func() { masq.Run(ctx) })
+	wg.Go(func() { flows.Run(ctx) })
 	log.Info("masq ready", "gateway", p.gateway4, "gateway6", p.gateway6, "guest", p.dhcp.GuestIP, "mtu", p.mtu)
 	var serveErr error
 	select {
