@@ -25,6 +25,12 @@ func NewFDLink(fd int, mtu uint32, closed func(error)) (stack.LinkEndpoint, erro
 		MTU:            mtu,
 		EthernetHeader: true,
 		ClosedFunc:     onClose,
+		// One processor: frames are handled on the goroutine that read
+		// them. With more, fdbased queues frames to processor goroutines
+		// without bound, so a guest outrunning the pod (a UDP flood)
+		// grew masq by hundreds of MiB; inline, a slow pod pushes back
+		// on the tap, whose queue drops the excess as a NIC would.
+		ProcessorsPerChannel: 1,
 		// The guest's kernel fills in checksums; verifying them costs a
 		// pass over each payload but keeps corrupted frames out.
 		RXChecksumOffload: false,
