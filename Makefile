@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # Unit tests: everything but the root-only namespace tests.
 UNIT    = $(shell $(GO) list ./... | grep -v /e2e)
 
-.PHONY: build test unit race e2e bench fuzz lint demo clean
+.PHONY: build test unit race e2e bench bench-go fuzz lint demo clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/masq
@@ -26,7 +26,13 @@ race:
 e2e: build
 	MASQ_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -timeout 10m ./e2e/
 
-bench:
+# masq beside kernel NAT, pasta and slirp4netns in namespaces (root);
+# knobs in bench/README.md.
+bench: build
+	MASQ=$(CURDIR)/$(BIN) bash bench/run.sh
+
+# Go microbenchmarks of the in-memory path.
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem $(UNIT)
 
 # Fuzz each target for FUZZTIME (default 30s).

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestFormat(t *testing.T) {
+	for _, c := range []struct {
+		v    *float64
+		u    unit
+		want string
+	}{
+		{nil, gbps, "n/a"},
+		{ptr(16.64), gbps, "16.6"},
+		{ptr(0.0837), gbps, "0.0837"},
+		{ptr(0.9), gbps, "0.900"},
+		{ptr(2.5), gbps, "2.50"},
+		{ptr(16000.4), perSec, "16,000"},
+		{ptr(1234567), perSec, "1,234,567"},
+		{ptr(761.18), mib, "761"},
+		{ptr(0), percent, "0"},
+	} {
+		if got := format(c.v, c.u); got != c.want {
+			t.Errorf("format(%v, %v) = %q, want %q", deref(c.v), c.u.Name, got, c.want)
+		}
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{
+		{[]float64{3}, 3},
+		{[]float64{3, 1, 2}, 2},
+		{[]float64{4, 1, 3, 2}, 2.5},
+	} {
+		if got := median(c.in); got == nil || *got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.in, deref(got), c.want)
+		}
+	}
+	if median(nil) != nil {
+		t.Error("median(nil) is not nil")
+	}
+}
+
+func TestNiceCeil(t *testing.T) {
+	for in, want := range map[float64]float64{0: 0, 0.7: 0.8, 16.6: 20, 28.5: 30, 30.7: 40, 100: 100} {
+		if got := niceCeil(in); got != want {
+			t.Errorf("niceCeil(%v) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+func TestBestPeer(t *testing.T) {
+	vals := map[string]float64{"kernel": 20, "pasta": 0.1, "slirp4netns": 0.6, "masq": 3}
+	val := func(impl string, _ test) *float64 { v := vals[impl]; return &v }
+	impls := []string{"kernel", "pasta", "slirp4netns", "masq"}
+	if got := *bestPeer(impls, val, test{Unit: gbps}); got != 0.6 {
+		t.Errorf("best peer for a rate = %v, want 0.6 (the highest)", got)
+	}
+	if got := *bestPeer(impls, val, test{Unit: mib}); got != 0.1 {
+		t.Errorf("best peer for a cost = %v, want 0.1 (the lowest)", got)
+	}
+}
+
+// TestReport runs the whole report over a small run directory: raw outputs
+// parsed, a failed run left out of the median, derived rows, all three files.
+func TestReport(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"runs.jsonl": `{"impl":"kernel","mtu":1500,"test":"tcp_out_1","run":1,"status":"ok","file":"raw/k1.json"}
+{"impl":"kernel","mtu":1500,"test":"tcp_out_1","run":2,"status":"ok","file":"raw/k2.json"}
+{"impl":"masq","mtu":1500,"test":"tcp_out_1","run":1,"status":"ok","file":"raw/m1.json","cpu_s":1.5,"rss_kib":20480}
+{"impl":"masq","mtu":1500,"test":"tcp_out_1","run":2,"status":"fail","error":"exit status 124 (timed out)"}
+{"impl":"masq","mtu":1500,"test":"udp_out","run":1,"status":"ok","file":"raw/u.json"}
+{"impl":"masq","mtu":1500,"test":"rr","run":1,"status":"ok","file":"raw/rr.json"}
+{"impl":"masq","mtu":1500,"test":"rss_conns","run":1,"status":"ok","file":"raw/idle.json","value":40,"base_mib":20}
+{"impl":"masq","mtu":1500,"test":"lease","run":1,"status":"ok","value":0.2}
+`,
+		"raw/k1.json":   `{"end":{"sum_sent":{"bits_per_second":2e10,"retransmits":0},"sum_received":{"bits_per_second":1.6e10}}}`,
+		"raw/k2.json":   `{"end":{"sum_sent":{"bits_per_second":2e10,"retransmits":0},"sum_received":{"bits_per_second":1.8e10}}}`,
+		"raw/m1.json":   `{"end":{"sum_sent":{"bits_per_second":9e9,"retransmits":2},"sum_received":{"bits_per_second":8.5e9}}}`,
+		"raw/u.json":    `{"end":{"sum":{"lost_percent":10},"sum_sent":{"bits_per_second":1e9},"sum_received":{"bits_per_second":1e9}}}`,
+		"raw/rr.json":   `{"mode":"rr","rate":12345.6}`,
+		"raw/idle.json": `{"opened":10240}`,
+	}
+	for name, content := range files {
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := report(dir); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "tables.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables := strings.Join(strings.Fields(string(b)), " ")
+	for _, want := range []string{
+		"TCP guest→out, 1 stream (Gbit/s) 17.0 8.50 0.50×", // median of 16 and 18; one masq run failed
+		"UDP guest→out, received (Gbit/s) n/a 0.900",       // 10 % of 1 Gbit/s lost
+		"TCP RR, transactions (/s) n/a 12,346",
+		"RSS per idle TCP conn (KiB) n/a 2.00", // (40-20) MiB / 10240
+		"start → guest's DHCP lease (s) n/a 0.200",
+	} {
+		if !strings.Contains(tables, want) {
+			t.Errorf("tables lack %q:\n%s", want, tables)
+		}
+	}
+	for _, f := range []string{"results.json", "chart.png"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func deref(v *float64) any {
+	if v == nil {
+		return nil
+	}
+	return *v
+}

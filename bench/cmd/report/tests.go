@@ -1,0 +1,55 @@
+package main
+
+// unit of a measurement, with how to print it.
+type unit struct {
+	Name         string // as printed after the row title
+	HigherBetter bool   // for "best peer": the highest value, else the lowest
+}
+
+var (
+	gbps    = unit{"Gbit/s", true}
+	perSec  = unit{"/s", true}
+	percent = unit{"%", false}
+	seconds = unit{"s", false}
+	mib     = unit{"MiB", false}
+	kib     = unit{"KiB", false}
+)
+
+// test is one row of the tables.
+type test struct {
+	ID         string // as run.sh names it in runs.jsonl
+	Title      string
+	Unit       unit
+	Throughput bool // drawn in the chart
+}
+
+// tests lists the rows in the order they are printed. udp_loss and
+// conn_kib are derived: from udp_out's iperf3 report, and from rss_conns
+// and rss_idle.
+var tests = []test{
+	{"tcp_out_1", "TCP guest→out, 1 stream", gbps, true},
+	{"tcp_out_4", "TCP guest→out, 4 streams", gbps, true},
+	{"tcp_in_1", "TCP out→guest, 1 stream", gbps, true},
+	{"tcp_in_4", "TCP out→guest, 4 streams", gbps, true},
+	{"udp_out", "UDP guest→out, received", gbps, true},
+	{"udp_loss", "UDP guest→out, loss", percent, false},
+	{"rr", "TCP RR, transactions", perSec, false},
+	{"crr", "TCP CRR, connections", perSec, false},
+	{"rss_idle", "RSS, idle after setup", mib, false},
+	{"rss_conns", "RSS, idle TCP conns open", mib, false},
+	{"conn_kib", "RSS per idle TCP conn", kib, false},
+	{"lease", "start → guest's DHCP lease", seconds, false},
+}
+
+// costTests are the rows whose runs carry the implementation's CPU time and
+// peak RSS.
+var costTests = []string{"tcp_out_1", "tcp_out_4", "tcp_in_1", "tcp_in_4", "udp_out", "rr", "crr"}
+
+func testByID(id string) (test, bool) {
+	for _, t := range tests {
+		if t.ID == id {
+			return t, true
+		}
+	}
+	return test{}, false
+}

@@ -1,0 +1,200 @@
+// Command tcprr measures TCP transaction rates through a network path: the
+// request/response rate (rr: 1-byte ping-pong on one connection) and the
+// connection rate (crr: connect, 1-byte exchange, close), as netperf's
+// TCP_RR and TCP_CRR do.
+//
+//	tcprr -s -l :7000                     serve (echo every byte until EOF)
+//	tcprr -c 198.18.0.1:7000 -mode rr -t 3s
+//	tcprr -c 198.18.0.1:7000 -mode crr -t 3s
+//	tcprr -c 198.18.0.2:5201 -mode dial   one connect, for a reachability probe
+//
+// The client prints one JSON object ({"mode", "transactions", "seconds",
+// "rate", "errors"}) and exits 1 when not a single transaction completed.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"time"
+)
+
+// Request bytes (the server echoes any; they tell the modes apart in a
+// capture).
+const (
+	rrByte  = 'r'
+	crrByte = 'c'
+)
+
+// dialTimeout bounds one connect: a black-holed path must fail the run, not
+// hang it.
+const dialTimeout = 2 * time.Second
+
+// result is what the client prints.
+type result struct {
+	Mode         string  `json:"mode"`
+	Transactions int     `json:"transactions"`
+	Seconds      float64 `json:"seconds"`
+	Rate         float64 `json:"rate"` // transactions per second
+	Errors       int     `json:"errors"`
+	FirstError   string  `json:"first_error,omitempty"`
+}
+
+func main() {
+	serve := flag.Bool("s", false, "serve")
+	listen := flag.String("l", ":7000", "address to serve on")
+	addr := flag.String("c", "", "server address to measure against")
+	mode := flag.String("mode", "rr", "rr, crr or dial")
+	dur := flag.Duration("t", 3*time.Second, "measurement duration")
+	flag.Parse()
+	log.SetFlags(0)
+	log.SetPrefix("tcprr: ")
+	switch {
+	case *serve:
+		log.Fatal(runServer(*listen))
+	case *addr != "":
+		res, err := runClient(*addr, *mode, *dur)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+			log.Fatal(err)
+		}
+		if res.Transactions == 0 {
+			os.Exit(1)
+		}
+	default:
+		flag.Usage()
+		os.Exit(2)
+	}
+}
+
+func runServer(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return serve(ln)
+}
+
+// serve echoes on every connection ln accepts, until ln is closed.
+func serve(ln net.Listener) error {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go echo(c)
+	}
+}
+
+// echo answers every byte with itself until the client closes.
+func echo(c net.Conn) {
+	defer c.Close()
+	b := make([]byte, 1)
+	for {
+		if _, err := io.ReadFull(c, b); err != nil {
+			return
+		}
+		if _, err := c.Write(b); err != nil {
+			return
+		}
+	}
+}
+
+func runClient(addr, mode string, dur time.Duration) (result, error) {
+	res := result{Mode: mode}
+	var once func(*net.Conn) error
+	switch mode {
+	case "rr":
+		once = func(c *net.Conn) error { return rr(addr, c) }
+	case "crr":
+		once = func(*net.Conn) error { return crr(addr) }
+	case "dial":
+		c, err := net.DialTimeout("tcp", addr, dialTimeout)
+		if err != nil {
+			return res, err
+		}
+		c.Close()
+		res.Transactions = 1
+		return res, nil
+	default:
+		return res, fmt.Errorf("unknown mode %q (want rr, crr or dial)", mode)
+	}
+	var conn net.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}()
+	start := time.Now()
+	deadline := start.Add(dur)
+	for time.Now().Before(deadline) {
+		if err := once(&conn); err != nil {
+			if res.Errors == 0 {
+				res.FirstError = err.Error()
+			}
+			res.Errors++
+			if res.Errors > 100 && res.Transactions == 0 {
+				break // Nothing works: do not spin until the deadline.
+			}
+			continue
+		}
+		res.Transactions++
+	}
+	res.Seconds = time.Since(start).Seconds()
+	res.Rate = float64(res.Transactions) / res.Seconds
+	return res, nil
+}
+
+// rr does one 1-byte round trip on *c, dialling it first if needed; on an
+// error it drops the connection so that the next call dials a new one.
+func rr(addr string, c *net.Conn) error {
+	if *c == nil {
+		nc, err := net.DialTimeout("tcp", addr, dialTimeout)
+		if err != nil {
+			return err
+		}
+		*c = nc
+	}
+	if err := exchange(*c, rrByte); err != nil {
+		(*c).Close()
+		*c = nil
+		return err
+	}
+	return nil
+}
+
+// crr connects, does one round trip and closes, as netperf's TCP_CRR does:
+// the client closes first, so TIME_WAIT lands on the client's side (run.sh
+// widens the ephemeral port range and allows tcp_tw_reuse there).
+func crr(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, dialTimeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return exchange(c, crrByte)
+}
+
+// exchange writes b and reads the 1-byte echo, within dialTimeout.
+func exchange(c net.Conn, b byte) error {
+	if err := c.SetDeadline(time.Now().Add(dialTimeout)); err != nil {
+		return err
+	}
+	buf := [1]byte{b}
+	if _, err := c.Write(buf[:]); err != nil {
+		return err
+	}
+	if _, err := io.ReadFull(c, buf[:]); err != nil {
+		return err
+	}
+	if buf[0] != b {
+		return fmt.Errorf("echo %q, want %q", buf[0], b)
+	}
+	return nil
+}
