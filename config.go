@@ -64,6 +64,10 @@ type Config struct {
 	// search domains the guest gets.
 	ResolvConf string
 
+	// NoOffload keeps the tap to plain frames, one per system call, instead
+	// of virtio-net headers with checksum and TSO offloads.
+	NoOffload bool
+
 	// Ports are the pod ports forwarded to the same port of the guest.
 	// Nil forwards every port but 49152 and 49153 (libvirt's), the pod's
 	// ephemeral range and ports something else in the pod holds, as

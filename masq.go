@@ -41,9 +41,12 @@ func Run(ctx context.Context, cfg Config) error {
 	defer dev.Close()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	link, err := stack.NewFDLink(dev.FD(), p.mtu, func(err error) {
-		cancel(fmt.Errorf("guest link %s closed: %w", dev.Name(), err))
-	})
+	closed := func(err error) { cancel(fmt.Errorf("guest link %s closed: %w", dev.Name(), err)) }
+	newLink := stack.NewFDLink
+	if dev.Offload() {
+		newLink = stack.NewVnetTapLink
+	}
+	link, err := newLink(dev.FD(), p.mtu, closed)
 	if err != nil {
 		return err
 	}
@@ -108,7 +111,7 @@ func openLink(cfg Config, mtu uint32) (*tap.Device, error) {
 		}
 		return d, nil
 	}
-	d, err := tap.Open(tap.Config{Name: cfg.Tap, Netns: cfg.GuestNetns, MTU: mtu})
+	d, err := tap.Open(tap.Config{Name: cfg.Tap, Netns: cfg.GuestNetns, MTU: mtu, Offload: !cfg.NoOffload})
 	if err != nil {
 		return nil, fmt.Errorf("open guest link: %w", err)
 	}

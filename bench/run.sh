@@ -348,7 +348,7 @@ connect_masq() {
 	fi
 	t0=$(date +%s.%N)
 	spawn "$POD" "$WORK/masq.log" "$MASQ" run --tap tap0 --guest-netns "/run/netns/$GUEST" \
-		--mtu "$mtu" "${ports[@]}"
+		--mtu "$mtu" "${ports[@]}" ${MASQ_ARGS:-}
 	IMPL_PID=$SPAWNED
 	wait_for "$READY_TIMEOUT" masq_ready || { LEASE_ERROR="masq not ready"; return 1; }
 	if dhcp_lease tap0; then

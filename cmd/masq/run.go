@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -33,6 +34,8 @@ type runFlags struct {
 	allowGateway bool
 	ports        string
 	vm           string
+	cpuProfile   string
+	noOffload    bool
 }
 
 // newRunCommand builds `masq run`.
@@ -47,6 +50,11 @@ func newRunCommand() *cobra.Command {
 			if err != nil {
 				return &usageError{err}
 			}
+			stop, err := startCPUProfile(f.cpuProfile)
+			if err != nil {
+				return &usageError{err}
+			}
+			defer stop()
 			err = masq.Run(cmd.Context(), cfg)
 			var cfgErr *masq.ConfigError
 			if errors.As(err, &cfgErr) {
@@ -75,6 +83,8 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.ports, "ports", "", `pod ports forwarded to the guest, e.g. "80,443/tcp,53/udp,8000-8100,5353/tcp+udp" (default: every port but 49152, 49153 and the pod's ephemeral range)`)
 	fs.StringVar(&f.vm, "vm", "", "KubeVirt VirtualMachine or VirtualMachineInstance manifest (YAML or JSON) to take ports, CIDRs and MAC from; flags override it")
+	fs.BoolVar(&f.noOffload, "no-offload", false, "plain frames on the tap: no virtio-net header, no TSO (slower; for debugging)")
+	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a Go CPU profile of the whole run to this file (for performance work)")
 	fs.BoolVar(&f.allowGateway, "allow-gateway-to-pod", false, "let the guest reach the pod's loopback services at the gateway's address")
 }
 
@@ -106,7 +116,7 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 	}
 	cfg.Tap, cfg.GuestNetns, cfg.TapFD = f.tap, f.guestNetns, f.tapFD
 	cfg.PodInterface, cfg.MTU, cfg.Hostname, cfg.ResolvConf = f.podInterface, f.mtu, f.hostname, f.resolvConf
-	cfg.AllowGatewayToPod = f.allowGateway
+	cfg.AllowGatewayToPod, cfg.NoOffload = f.allowGateway, f.noOffload
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	return cfg, cfg.Validate()
 }
@@ -188,4 +198,21 @@ func parseLevel(s string) (slog.Level, error) {
 		return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
 	}
 	return l, nil
+}
+
+// startCPUProfile profiles the process into path until the returned stop
+// is called; an empty path profiles nothing.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpu-profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpu-profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
