@@ -46,9 +46,9 @@ type inbound struct {
 	rsa unix.RawSockaddrAny // its source address
 }
 
-// inboundPlan is the list of (protocol, port) pairs to forward.
+// inboundPlan is the set of (protocol, port) pairs to forward.
 type inboundPlan struct {
-	ports    []PortRange
+	ports    Ports
 	explicit bool // listed by the user: failing to bind one is an error
 }
 
@@ -56,7 +56,7 @@ type inboundPlan struct {
 // the reserved ones and the pod's ephemeral range.
 func (n *NAT) inboundPlan() (inboundPlan, error) {
 	if n.cfg.InboundPorts != nil {
-		return inboundPlan{ports: n.cfg.InboundPorts.Ranges(), explicit: true}, nil
+		return inboundPlan{ports: *n.cfg.InboundPorts, explicit: true}, nil
 	}
 	first, last, err := n.cfg.Pod.EphemeralPorts()
 	if err != nil {
@@ -70,7 +70,11 @@ func (n *NAT) inboundPlan() (inboundPlan, error) {
 			}
 		}
 	}
-	return inboundPlan{ports: ports}, nil
+	set, err := NewPorts(ports...)
+	if err != nil {
+		return inboundPlan{}, err
+	}
+	return inboundPlan{ports: set}, nil
 }
 
 // openInbound opens and watches the pod sockets of the plan.
@@ -91,39 +95,37 @@ func (n *NAT) openInbound() (*inbound, error) {
 	return in, nil
 }
 
-// open binds the plan's sockets, skipping (and summarising in one log
-// line) ports something else holds when forwarding every port.
+// open binds the plan's sockets, port by port (TCP and UDP of one port
+// together, so a budget that runs out leaves whole low ports forwarded),
+// skipping and summarising in one log line the ports something else
+// holds when forwarding every port.
 func (in *inbound) open(plan inboundPlan) error {
 	var sum bindSummary
 	fam := in.family()
 	budget := fdBudget()
-	for _, r := range plan.ports {
-		for port := uint32(r.First); port <= uint32(r.Last); port++ {
-			if Reserved(uint16(port)) {
+	for p := 1; p <= 65535; p++ {
+		port := uint16(p)
+		for _, proto := range []Protocol{TCP, UDP} {
+			if !plan.ports.Contains(proto, port) || Reserved(port) {
 				continue
 			}
 			if sum.bound >= budget && !plan.explicit {
 				in.n.log.Warn("inbound forwarding stopped to keep file descriptors for the guest's flows (raise RLIMIT_NOFILE or list --ports)",
-					"sockets", sum.bound, "next_port", fmt.Sprintf("%d/%s", port, r.Proto))
+					"sockets", sum.bound, "next_port", fmt.Sprintf("%d/%s", port, proto))
 				sum.log(in.n.log)
 				return nil
 			}
-			err := in.bind(r.Proto, fam, uint16(port))
-			if err != nil && fam == DualStack && ipv6Missing(err) {
-				// The pod has no IPv6: IPv4 sockets from now on.
-				sum.noIPv6, fam = true, IPv4
-				err = in.bind(r.Proto, fam, uint16(port))
-			}
-			if err == nil {
+			var err error
+			if fam, err = in.bindFamily(proto, fam, port, &sum); err == nil {
 				sum.bound++
 				continue
 			}
 			if plan.explicit {
-				return fmt.Errorf("forward port %d/%s: %w", port, r.Proto, err)
+				return fmt.Errorf("forward port %d/%s: %w", port, proto, err)
 			}
-			if sum.skip(r.Proto, uint16(port), err) {
+			if sum.skip(proto, port, err) {
 				in.n.log.Warn("inbound forwarding stopped: out of file descriptors (raise RLIMIT_NOFILE or list --ports)",
-					"sockets", sum.bound, "next_port", fmt.Sprintf("%d/%s", port, r.Proto), "err", err)
+					"sockets", sum.bound, "next_port", fmt.Sprintf("%d/%s", port, proto), "err", err)
 				sum.log(in.n.log)
 				return nil
 			}
@@ -131,6 +133,18 @@ func (in *inbound) open(plan inboundPlan) error {
 	}
 	sum.log(in.n.log)
 	return nil
+}
+
+// bindFamily binds one port's socket of fam, falling back to IPv4 alone
+// (and returning that family for the ports to come) when the pod has no
+// IPv6.
+func (in *inbound) bindFamily(proto Protocol, fam Family, port uint16, sum *bindSummary) (Family, error) {
+	err := in.bind(proto, fam, port)
+	if err != nil && fam == DualStack && ipv6Missing(err) {
+		sum.noIPv6, fam = true, IPv4
+		err = in.bind(proto, fam, port)
+	}
+	return fam, err
 }
 
 // flowFDReserve is how many file descriptors forwarding every port leaves
