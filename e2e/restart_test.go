@@ -52,6 +52,11 @@ func TestRestart(t *testing.T) {
 	if l := renewer.renew(t); l["ip"] != guest4 {
 		t.Errorf("udhcpc renewed to %q, want %s", l["ip"], guest4)
 	}
+	for _, line := range strings.Split(second.log(), "\n") {
+		if strings.Contains(line, "dhcp:") { // One ACK per REQUEST, unicast or not.
+			t.Logf("masq#2: %s", line)
+		}
+	}
 	checkGuestAddr(t, tp)
 	ping(t, tp, gateway4, 1)
 }

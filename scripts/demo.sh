@@ -7,6 +7,10 @@
 #    | tap0, made by masq inside guest, its fd held by masq
 #   guest 10.0.2.2/24 by DHCP, fd10:0:2::2/120 static
 #
+# The guest fetches a page from the outside host (outbound, masqueraded as the
+# pod), and the outside host fetches one from the guest through the pod's
+# forwarded port 8080 (inbound, the guest seeing the real client).
+#
 # Usage: sudo scripts/demo.sh
 #   MASQ=/path/to/masq      use this binary instead of building bin/masq
 #   DHCP_CLIENT=udhcpc      use udhcpc (default: dhclient if installed)
@@ -28,6 +32,8 @@ readonly GATEWAY4=10.0.2.1 GATEWAY6=fd10:0:2::1 GUEST6=fd10:0:2::2
 readonly TAP=tap0
 readonly READY_TIMEOUT=15 # seconds for masq to log "masq ready"
 readonly HTTP_PORT=8080   # the outside host's web server
+readonly FWD_PORT=8080    # the pod port masq forwards to the guest's web server
+readonly GUEST4=10.0.2.2
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SUFFIX=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
@@ -147,8 +153,9 @@ step_topology() {
 }
 
 step_masq() {
-	log "starting masq in $POD, $TAP in $GUEST"
-	spawn "$POD" "$WORK/masq.log" "$MASQ" run --tap "$TAP" --guest-netns "/run/netns/$GUEST" --log-level debug
+	log "starting masq in $POD, $TAP in $GUEST, forwarding port $FWD_PORT to the guest"
+	spawn "$POD" "$WORK/masq.log" "$MASQ" run --tap "$TAP" --guest-netns "/run/netns/$GUEST" \
+		--ports "$FWD_PORT" --log-level debug
 	local pid=$SPAWNED i
 	for i in $(seq $((READY_TIMEOUT * 10))); do
 		grep -q 'msg="masq ready"' "$WORK/masq.log" && return 0
@@ -260,11 +267,10 @@ wait_listen() {
 	die "nothing listens on $addr in $ns"
 }
 
-# The outside host runs a web server (busybox httpd) whose page says which
-# address the request came from; the guest fetches it over IPv4 and IPv6
-# and the address shown must be the pod's: masq's sockets, not the guest's.
-step_fetch_outside() {
-	local www=$WORK/www addr url seen want
+# write_whoami DIR: a web root whose /cgi-bin/whoami says which address
+# the request came from.
+write_whoami() {
+	local www=$1
 	mkdir -p "$www/cgi-bin"
 	cat >"$www/cgi-bin/whoami" <<-'EOF'
 		#!/bin/sh
@@ -272,20 +278,46 @@ step_fetch_outside() {
 		echo "$REMOTE_ADDR"
 	EOF
 	chmod +x "$www/cgi-bin/whoami"
+}
+
+# fetch_whoami NS URL WANT WHO: curl URL from NS and check that the server
+# saw the request come from WANT; WHO names the server in the log line.
+fetch_whoami() {
+	local ns=$1 url=$2 want=$3 who=$4 seen
+	seen=$(run "$ns" curl -sS -g --fail --max-time 10 "$url") || die "curl $url from $ns failed"
+	seen=$(tr -d '[] \r\n' <<<"$seen")
+	log "curl $url from $ns: $who saw the request come from $seen"
+	[[ $seen == "$want" ]] || die "$who saw $seen, not $want"
+}
+
+# The outside host runs a web server (busybox httpd) whose page says which
+# address the request came from; the guest fetches it over IPv4 and IPv6
+# and the address shown must be the pod's: masq's sockets, not the guest's.
+step_fetch_outside() {
+	local www=$WORK/www-out addr
+	write_whoami "$www"
 	for addr in "$OUT_ADDR4" "[$OUT_ADDR6]"; do
 		spawn "$OUT" "$WORK/httpd-${#PIDS[@]}.log" busybox httpd -f -p "$addr:$HTTP_PORT" -h "$www"
 		wait_listen "$OUT" "$addr:$HTTP_PORT"
 	done
 	log "web server on $OUT_ADDR4 and $OUT_ADDR6 port $HTTP_PORT in $OUT"
-	for addr in "$OUT_ADDR4" "[$OUT_ADDR6]"; do
-		url=http://$addr:$HTTP_PORT/cgi-bin/whoami
-		want=$POD_ADDR4
-		[[ $addr == "["* ]] && want=$POD_ADDR6
-		seen=$(run "$GUEST" curl -sS -g --fail --max-time 10 "$url") || die "curl $url from $GUEST failed"
-		seen=$(tr -d '[] \r\n' <<<"$seen")
-		log "curl $url from $GUEST: the outside host saw the request come from $seen"
-		[[ $seen == "$want" ]] || die "the outside host saw $seen, not the pod's $want"
+	fetch_whoami "$GUEST" "http://$OUT_ADDR4:$HTTP_PORT/cgi-bin/whoami" "$POD_ADDR4" "the outside host"
+	fetch_whoami "$GUEST" "http://[$OUT_ADDR6]:$HTTP_PORT/cgi-bin/whoami" "$POD_ADDR6" "the outside host"
+}
+
+# The guest runs the same web server on port $FWD_PORT; the outside host
+# fetches it from the pod's address (masq forwards the port), over IPv4 and
+# IPv6, and the address the guest shows must be the outside host's own.
+step_fetch_inbound() {
+	local www=$WORK/www-guest addr
+	write_whoami "$www"
+	for addr in "$GUEST4" "[$GUEST6]"; do
+		spawn "$GUEST" "$WORK/httpd-${#PIDS[@]}.log" busybox httpd -f -p "$addr:$FWD_PORT" -h "$www"
+		wait_listen "$GUEST" "$addr:$FWD_PORT"
 	done
+	log "web server on $GUEST4 and $GUEST6 port $FWD_PORT in $GUEST, forwarded from the pod"
+	fetch_whoami "$OUT" "http://$POD_ADDR4:$FWD_PORT/cgi-bin/whoami" "$OUT_ADDR4" "the guest"
+	fetch_whoami "$OUT" "http://[$POD_ADDR6]:$FWD_PORT/cgi-bin/whoami" "$OUT_ADDR6" "the guest"
 }
 
 main() {
@@ -300,6 +332,7 @@ main() {
 	step_ipv6
 	step_ping_gateway
 	step_fetch_outside
+	step_fetch_inbound
 	# Next steps go here.
 	log "demo done; cleaning up"
 }

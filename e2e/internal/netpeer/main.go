@@ -6,7 +6,8 @@
 // for each client (connection or datagram), ADDR being the source address
 // the server saw. Clients print what they got and exit non-zero on failure.
 //
-//	netpeer http     -listen ADDR[,ADDR] -size N   GET /blob: N random bytes, header X-Body-Sha256
+//	netpeer http     -listen ADDR[,ADDR] -size N   GET /blob: N random bytes, header X-Body-Sha256;
+//	                                               any other path: the client's address
 //	netpeer tcpecho  -listen ADDR[,ADDR] [-quiet]  echo every connection
 //	netpeer udpecho  -listen ADDR[,ADDR]           reply "seen=SRC PAYLOAD" to each datagram
 //	netpeer dns      -listen ADDR                  answer A queries with 198.18.0.99, over UDP and TCP
@@ -140,6 +141,11 @@ func serveHTTP(addrs []string, size int) error {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		_, _ = w.Write(body)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		say("seen tcp %s", r.RemoteAddr)
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintln(w, r.RemoteAddr)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return serve(listenTCP(addrs), srv.Serve)
