@@ -60,20 +60,21 @@ func Run(ctx context.Context, cfg Config) error {
 
 // serve runs the services on st until ctx ends and waits for all of them.
 func serve(ctx context.Context, st *stack.Stack, p runPlan, pod nat.Pod, log *slog.Logger) error {
-	conn, err := st.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), dhcpServerPort))
-	if err != nil {
-		return fmt.Errorf("listen for DHCP: %w", err)
-	}
 	srv, err := dhcp.NewServer(p.dhcp, log)
 	if err != nil {
-		conn.Close()
 		return fmt.Errorf("dhcp server: %w", err)
 	}
 	flows, err := nat.New(st, nat.Config{Policy: p.policy, Pod: pod, Logger: log,
 		Inbound: true, InboundPorts: p.ports})
 	if err != nil {
-		conn.Close()
 		return fmt.Errorf("masquerade: %w", err)
+	}
+	if err := st.Start(); err != nil {
+		return err
+	}
+	conn, err := st.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), dhcpServerPort))
+	if err != nil {
+		return fmt.Errorf("listen for DHCP: %w", err)
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()

@@ -65,6 +65,9 @@ func harnessMTU(t testing.TB, mtu uint32, pod nat.Pod, mod func(*nat.Config)) (*
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := st.Start(); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { n.Run(ctx); close(done) }()

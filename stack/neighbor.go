@@ -2,6 +2,7 @@ package stack
 
 import (
 	"net/netip"
+	"sync"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -16,9 +17,18 @@ import (
 // own included: that would fail the guest's duplicate address detection
 // (IPv6 DAD, an ARP probe before taking a DHCP lease) and claim its
 // neighbours' addresses. The guest only ever needs the gateway resolved.
+//
+// It is also where delivery stops before the stack is destroyed:
+// gVisor's Stack.Wait holds the stack's lock while it waits for the
+// link's reader, and a reader delivering a packet inline may be waiting
+// for that very lock (a route lookup), so Destroy must never run with a
+// delivery in flight.
 type neighborFilter struct {
 	nested.Endpoint
 	gw4, gw6, gwLinkLocal tcpip.Address
+
+	deliveries sync.RWMutex // read-held by each delivery; write-held to stop them
+	stopped    bool         // guarded by deliveries
 }
 
 var _ stack.NetworkDispatcher = (*neighborFilter)(nil)
@@ -41,10 +51,20 @@ func newNeighborFilter(link stack.LinkEndpoint, gw4, gw6 netip.Addr, mac tcpip.L
 // DeliverNetworkPacket implements stack.NetworkDispatcher: it drops
 // neighbor queries for addresses that are not the gateway's.
 func (f *neighborFilter) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
-	if f.foreignQuery(protocol, pkt) {
+	f.deliveries.RLock()
+	defer f.deliveries.RUnlock()
+	if f.stopped || f.foreignQuery(protocol, pkt) {
 		return
 	}
 	f.Endpoint.DeliverNetworkPacket(protocol, pkt)
+}
+
+// stopDeliveries waits for the delivery in flight, if any, and drops
+// every later frame.
+func (f *neighborFilter) stopDeliveries() {
+	f.deliveries.Lock()
+	f.stopped = true
+	f.deliveries.Unlock()
 }
 
 // foreignQuery reports whether pkt asks for the link address of an address

@@ -50,13 +50,17 @@ type Config struct {
 // Stack is a gVisor network stack with one NIC facing the guest. It is safe
 // for concurrent use. Close releases it.
 type Stack struct {
-	ns  *stack.Stack
-	cfg Config
+	ns     *stack.Stack
+	cfg    Config
+	filter *neighborFilter
 }
 
 // New creates a Stack whose NIC sends and receives Ethernet frames through
-// link. New takes ownership of link: Close stops it. The link's own
-// resources (a tap fd, say) stay the caller's to close after Close returns.
+// link. The NIC stays down, reading nothing, until Start: packet handlers
+// (package nat's) must be installed before packets flow, as gVisor does
+// not synchronise installing them with delivery. New takes ownership of
+// link: Close stops it. The link's own resources (a tap fd, say) stay the
+// caller's to close after Close returns.
 func New(link stack.LinkEndpoint, cfg Config) (*Stack, error) {
 	if cfg.MAC == "" {
 		cfg.MAC = GatewayMAC
@@ -89,8 +93,8 @@ func New(link stack.LinkEndpoint, cfg Config) (*Stack, error) {
 // configure attaches link as the NIC and gives it the gateway's identity.
 func (s *Stack) configure(link stack.LinkEndpoint) error {
 	link.SetLinkAddress(s.cfg.MAC)
-	filtered := newNeighborFilter(link, s.cfg.IPv4.Addr(), s.cfg.IPv6.Addr(), s.cfg.MAC)
-	if err := s.ns.CreateNICWithOptions(nicID, filtered, stack.NICOptions{Name: "guest"}); err != nil {
+	s.filter = newNeighborFilter(link, s.cfg.IPv4.Addr(), s.cfg.IPv6.Addr(), s.cfg.MAC)
+	if err := s.ns.CreateNICWithOptions(nicID, s.filter, stack.NICOptions{Name: "guest", Disabled: true}); err != nil {
 		return fmt.Errorf("create NIC: %s", err)
 	}
 	if err := s.ns.SetNICMTU(nicID, s.cfg.MTU); err != nil {
@@ -143,6 +147,14 @@ func defaultRoute(a netip.Addr) tcpip.Route {
 	return tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: nicID}
 }
 
+// Start brings the NIC up: the link starts reading the guest's frames.
+func (s *Stack) Start() error {
+	if err := s.ns.EnableNIC(nicID); err != nil {
+		return fmt.Errorf("enable NIC: %s", err)
+	}
+	return nil
+}
+
 // Netstack returns the underlying gVisor stack, for the packages that
 // install transport handlers on it (nat). Callers must not add NICs.
 func (s *Stack) Netstack() *stack.Stack { return s.ns }
@@ -156,5 +168,8 @@ func (s *Stack) MTU() uint32 { return s.cfg.MTU }
 // Close aborts every endpoint, stops the link and waits for all of the
 // stack's goroutines to end. The Stack must not be used afterwards.
 func (s *Stack) Close() {
+	if s.filter != nil {
+		s.filter.stopDeliveries() // see neighborFilter
+	}
 	s.ns.Destroy()
 }

@@ -34,6 +34,11 @@ func newPair(t *testing.T, cfg stack.Config) (*stack.Stack, *memguest.Guest) {
 		unix.Close(fd)
 		t.Fatal(err)
 	}
+	if err := s.Start(); err != nil {
+		s.Close()
+		unix.Close(fd)
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		s.Close()
 		unix.Close(fd)
