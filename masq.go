@@ -69,6 +69,7 @@ func serve(ctx context.Context, st *stack.Stack, p runPlan, pod nat.Pod, log *sl
 	if err != nil {
 		return fmt.Errorf("masquerade: %w", err)
 	}
+	defer flows.Close() // when Run has not (an error below)
 	if err := st.Start(); err != nil {
 		return err
 	}

@@ -204,8 +204,7 @@ func (in *inbound) bind(proto Protocol, fam Family, port uint16) error {
 // run dispatches until close.
 func (in *inbound) run() { in.poll.run() }
 
-// close stops the poller and closes every pod socket. The poller
-// goroutine must have returned (or never run) before the sockets go.
+// stop makes run return; close then releases the sockets.
 func (in *inbound) stop() { in.poll.stop() }
 
 // close releases the sockets and the poller, after run has returned.

@@ -121,6 +121,8 @@ type NAT struct {
 	ctx    context.Context // ends when Run's does; flows derive from it
 	cancel context.CancelFunc
 
+	shutdownOnce sync.Once
+
 	mu     sync.Mutex
 	closed bool              // no new flow may start; guarded by mu
 	flows  map[flow]struct{} // open flows, closed on shutdown; guarded by mu
@@ -141,7 +143,7 @@ type flow interface{ abort() }
 const copyBufferSize = 64 << 10
 
 // New installs a NAT on st: from now on the guest's TCP and UDP flows are
-// handed to it. Run must be called to serve them.
+// handed to it. Run serves them; Close releases a NAT that will not Run.
 func New(st *stack.Stack, cfg Config) (*NAT, error) {
 	cfg = cfg.withDefaults()
 	if !cfg.Policy.Guest4.IsValid() && !cfg.Policy.Guest6.IsValid() {
@@ -216,8 +218,15 @@ func (n *NAT) Run(ctx context.Context) error {
 	return nil
 }
 
-// shutdown stops new flows, aborts open ones and waits for them.
-func (n *NAT) shutdown() {
+// Close stops new flows, aborts open ones, closes the inbound sockets and
+// waits for every goroutine; Run does it when its context ends. It is safe
+// to call more than once.
+func (n *NAT) Close() { n.shutdown() }
+
+// shutdown stops new flows, aborts open ones and waits for them, once.
+func (n *NAT) shutdown() { n.shutdownOnce.Do(n.doShutdown) }
+
+func (n *NAT) doShutdown() {
 	n.mu.Lock()
 	n.closed = true
 	open := make([]flow, 0, len(n.flows))
