@@ -14,6 +14,7 @@ import (
 // allocates its reader, writer and waiter entries on every call). It is
 // used by one reader and one writer goroutine at a time.
 type guestConn struct {
+	n  *NAT
 	ep tcpip.Endpoint
 	wq *waiter.Queue
 
@@ -33,24 +34,31 @@ var errGuestClosed = errors.New("guest connection closed")
 // readEvents are the events that make a read return: data, EOF, error.
 const readEvents = waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr
 
-func newGuestConn(ep tcpip.Endpoint, wq *waiter.Queue) *guestConn {
-	g := &guestConn{ep: ep, wq: wq}
+func newGuestConn(n *NAT, ep tcpip.Endpoint, wq *waiter.Queue) *guestConn {
+	g := &guestConn{n: n, ep: ep, wq: wq}
 	g.readEntry, g.readReady = waiter.NewChannelEntry(readEvents)
 	g.writeEntry, g.writeReady = waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
 	return g
 }
 
 // waitReadable blocks until a Read will not block, holding no buffer.
-func (g *guestConn) waitReadable() error {
+func (g *guestConn) waitReadable() {
 	if g.ep.Readiness(readEvents) != 0 {
-		return nil
+		return
 	}
 	g.wq.EventRegister(&g.readEntry)
 	defer g.wq.EventUnregister(&g.readEntry)
 	for g.ep.Readiness(readEvents) == 0 {
 		<-g.readReady
 	}
-	return nil
+}
+
+// read implements halfConn.read.
+func (g *guestConn) read() (*[]byte, int, error) {
+	g.waitReadable()
+	b := g.n.getBuffer()
+	nr, err := g.Read(*b)
+	return b, nr, err
 }
 
 // Read reads what the guest sent into b, blocking until there is some.

@@ -5,6 +5,9 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -24,9 +27,10 @@ type tcpFlow struct {
 
 // halfConn is one side of a tcpFlow as the copy loop sees it.
 type halfConn interface {
-	// waitReadable blocks, holding no buffer, until Read will not block.
-	waitReadable() error
-	Read(b []byte) (int, error)
+	// read waits, holding no buffer, until there is data, EOF or an
+	// error, then reads into a buffer from the NAT's pool, which the
+	// caller returns. It reports io.EOF after the peer's FIN.
+	read() (b *[]byte, n int, err error)
 	Write(b []byte) (int, error)
 	// closeWrite sends the peer a FIN.
 	closeWrite()
@@ -34,7 +38,7 @@ type halfConn interface {
 
 // newTCPFlow joins a connected guest endpoint and a pod connection.
 func newTCPFlow(n *NAT, ep tcpip.Endpoint, wq *waiter.Queue, pod net.Conn) *tcpFlow {
-	return &tcpFlow{n: n, guest: newGuestConn(ep, wq), pod: &podConn{Conn: pod, ready: newPodReadiness(pod)}}
+	return &tcpFlow{n: n, guest: newGuestConn(n, ep, wq), pod: newPodConn(n, pod)}
 }
 
 // splice copies both ways until both directions have ended, then closes
@@ -51,12 +55,7 @@ func (f *tcpFlow) splice() {
 // a FIN, or an error on either side, which resets both.
 func (f *tcpFlow) copy(dst, src halfConn) {
 	for {
-		if err := src.waitReadable(); err != nil {
-			f.abort()
-			return
-		}
-		b := f.n.getBuffer()
-		nr, rerr := src.Read(*b)
+		b, nr, rerr := src.read()
 		var werr error
 		if nr > 0 {
 			_, werr = dst.Write((*b)[:nr])
@@ -91,14 +90,69 @@ func (f *tcpFlow) close() {
 // podConn is the pod's side of a tcpFlow.
 type podConn struct {
 	net.Conn
-	ready *podReadiness // nil when the conn has no fd to poll
+	n  *NAT
+	rc syscall.RawConn // nil when the conn has no fd: reads then hold a buffer while they block
+
+	// State of tryRead, used by the one reading goroutine.
+	buf     *[]byte
+	nr      int
+	err     error
+	tryRead func(fd uintptr) bool // p.readNow, bound once: no allocation per read
 }
 
-func (p *podConn) waitReadable() error {
-	if p.ready == nil {
-		return nil // Read blocks with the buffer held instead
+func newPodConn(n *NAT, c net.Conn) *podConn {
+	p := &podConn{Conn: c, n: n}
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			p.rc = rc
+			p.tryRead = p.readNow
+		}
 	}
-	return p.ready.wait()
+	return p
+}
+
+func (p *podConn) read() (*[]byte, int, error) {
+	if p.rc == nil {
+		b := p.n.getBuffer()
+		nr, err := p.Conn.Read(*b)
+		return b, nr, err
+	}
+	p.buf, p.nr, p.err = nil, 0, nil
+	if err := p.rc.Read(p.tryRead); err != nil { // closed
+		if p.buf == nil {
+			p.buf = p.n.getBuffer()
+		}
+		return p.buf, 0, err
+	}
+	return p.buf, p.nr, p.err
+}
+
+// readNow reads what the socket has into a pooled buffer without blocking.
+// With nothing to read it gives the buffer back and returns false, and the
+// runtime's poller waits for the socket: an idle connection holds no
+// buffer, and a read costs one system call.
+func (p *podConn) readNow(fd uintptr) bool {
+	if p.buf == nil {
+		p.buf = p.n.getBuffer()
+	}
+	for {
+		n, err := unix.Read(int(fd), *p.buf)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			p.n.putBuffer(p.buf)
+			p.buf = nil
+			return false
+		case err != nil:
+			p.err = err
+		case n == 0:
+			p.err = io.EOF
+		default:
+			p.nr = n
+		}
+		return true
+	}
 }
 
 // closeWrite half-closes the connection (a FIN to its peer) when it can,
