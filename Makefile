@@ -35,10 +35,13 @@ bench: build
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem $(UNIT)
 
-# Fuzz each target for FUZZTIME (default 30s).
+# Fuzz each parser of guest or user bytes for FUZZTIME (default 30s).
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzHandle$$' -fuzztime $(FUZZTIME) ./dhcp/
+	$(GO) test -run '^$$' -fuzz '^FuzzNeighborFilter$$' -fuzztime $(FUZZTIME) ./stack/
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePorts$$' -fuzztime $(FUZZTIME) ./nat/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseManifest$$' -fuzztime $(FUZZTIME) ./kubevirt/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); \

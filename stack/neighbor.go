@@ -88,7 +88,9 @@ func (f *neighborFilter) foreignQuery(protocol tcpip.NetworkProtocolNumber, pkt 
 		if ip.TransportProtocol() != header.ICMPv6ProtocolNumber {
 			return false
 		}
-		icmp := header.ICMPv6(ip.Payload())
+		// PullUp guaranteed size bytes; the packet's own payload length
+		// may claim fewer (a malformed frame is ipv6's to drop).
+		icmp := header.ICMPv6(b[header.IPv6MinimumSize:size])
 		if icmp.Type() != header.ICMPv6NeighborSolicit {
 			return false
 		}
