@@ -1,7 +1,8 @@
 // Package masq is masquerade networking for virtual machines in user space.
 // Run composes the parts: the guest's link (package tap), the gVisor stack
-// facing the guest (package stack) and the services on it (package dhcp).
-// It is the one place where they meet.
+// facing the guest (package stack) and what runs on it: DHCP (package dhcp)
+// and the guest's flows through the pod (package nat). It is the one place
+// where they meet.
 package masq
 
 import (
@@ -12,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"syscall"
 
 	"github.com/masqnet/masq/dhcp"
 	"github.com/masqnet/masq/nat"
@@ -24,6 +26,7 @@ import (
 // something fails. Configuration errors are found before anything starts.
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
+		closeTapFD(cfg)
 		return &ConfigError{err}
 	}
 	log := cfg.Logger
@@ -32,6 +35,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	p, err := plan(cfg, log)
 	if err != nil {
+		closeTapFD(cfg)
 		return &ConfigError{err}
 	}
 	dev, err := openLink(cfg, p.mtu)
@@ -52,6 +56,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	st, err := stack.New(link, stack.Config{MTU: p.mtu, IPv4: p.gateway4, IPv6: p.gateway6})
 	if err != nil {
+		link.Close()
 		return fmt.Errorf("create guest network stack: %w", err)
 	}
 	defer st.Close()
@@ -118,6 +123,14 @@ func openLink(cfg Config, mtu uint32) (*tap.Device, error) {
 		return nil, fmt.Errorf("open guest link: %w", err)
 	}
 	return d, nil
+}
+
+// closeTapFD closes an inherited tap fd that Run will not adopt: Run owns
+// it either way.
+func closeTapFD(cfg Config) {
+	if cfg.TapFD >= 0 {
+		syscall.Close(cfg.TapFD)
+	}
 }
 
 // ConfigError is returned by Run when the configuration or the system it

@@ -106,7 +106,9 @@ func dnsPlan(gw netip.Addr, nameservers []netip.Addr, log *slog.Logger) (offer [
 			offer = append(offer, ns)
 		}
 	}
-	if len(loopback) > 0 && len(loopback) == len(nameservers) {
+	// All on loopback, or no IPv4 one to offer besides (DHCPv4 carries
+	// IPv4 only): the gateway it is.
+	if len(loopback) > 0 && (len(loopback) == len(nameservers) || len(offer) == 0) {
 		forward = netip.AddrPortFrom(loopback[0], 53)
 		log.Info("pod resolver is on loopback: guest DNS goes through the gateway", "resolver", forward, "gateway", gw)
 		return []netip.Addr{gw}, forward

@@ -118,8 +118,12 @@ func (t *datagramTable) remove(f *datagramFlow) {
 func (t *datagramTable) expire(now time.Time) int {
 	t.mu.Lock()
 	var idle []*datagramFlow
-	for _, f := range t.flows {
+	for k, f := range t.flows {
 		if f.idleSince(now) > f.idle {
+			// Out of the table before its socket closes: a datagram
+			// arriving meanwhile opens a fresh flow instead of being
+			// sent on a closed socket.
+			delete(t.flows, k)
 			idle = append(idle, f)
 		}
 	}

@@ -6,4 +6,5 @@ import "time"
 func (n *NAT) ExpireUDP(now time.Time) int { return n.expire(now) }
 
 // UDPFlows returns the number of open UDP flows.
-func (n *NAT) UDPFlows() int { return n.udp.len() }
+func (n *NAT) UDPFlows() int                      { return n.udp.len() }
+func OutsideRange(first, last uint16) [][2]uint16 { return outsideRange(first, last) }

@@ -64,10 +64,8 @@ func (n *NAT) inboundPlan() (inboundPlan, error) {
 	}
 	var ports []PortRange
 	for _, proto := range []Protocol{TCP, UDP} {
-		for _, r := range [][2]uint32{{1, uint32(first) - 1}, {uint32(last) + 1, 65535}} {
-			if r[0] <= r[1] {
-				ports = append(ports, PortRange{Proto: proto, First: uint16(r[0]), Last: uint16(r[1])})
-			}
+		for _, r := range outsideRange(first, last) {
+			ports = append(ports, PortRange{Proto: proto, First: r[0], Last: r[1]})
 		}
 	}
 	set, err := NewPorts(ports...)
@@ -75,6 +73,24 @@ func (n *NAT) inboundPlan() (inboundPlan, error) {
 		return inboundPlan{}, err
 	}
 	return inboundPlan{ports: set}, nil
+}
+
+// outsideRange returns the ports 1..65535 outside first..last as ranges,
+// split around libvirt's 49152 and 49153, which are never forwarded.
+func outsideRange(first, last uint16) [][2]uint16 {
+	var out [][2]uint16
+	start := -1
+	for p := 1; p <= 65536; p++ {
+		keep := p <= 65535 && (p < int(first) || p > int(last)) && !Reserved(uint16(p))
+		switch {
+		case keep && start < 0:
+			start = p
+		case !keep && start >= 0:
+			out = append(out, [2]uint16{uint16(start), uint16(p - 1)})
+			start = -1
+		}
+	}
+	return out
 }
 
 // openInbound opens and watches the pod sockets of the plan.
@@ -207,8 +223,9 @@ func (in *inbound) run() { in.poll.run() }
 // stop makes run return; close then releases the sockets.
 func (in *inbound) stop() { in.poll.stop() }
 
-// close releases the sockets and the poller, after run has returned.
+// close releases the poller and the sockets, after run has returned.
 func (in *inbound) close() {
+	in.poll.close()
 	in.mu.Lock()
 	in.closed = true
 	for _, s := range in.socks {
@@ -217,23 +234,43 @@ func (in *inbound) close() {
 	in.socks = nil
 	in.mu.Unlock()
 	in.udp.close()
-	in.poll.close()
 }
 
+// acceptPause is how long a listener rests when the process is out of
+// file descriptors: level-triggered, it would otherwise wake the poller
+// in a busy loop until one frees.
+const acceptPause = 100 * time.Millisecond
+
 // accept takes every pending connection of s and forwards each on its own
-// goroutine.
+// goroutine, within MaxTCP (beyond it the client is reset at once).
 func (in *inbound) accept(s *inSocket) {
 	for {
 		fd, sa, err := unix.Accept4(s.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-		if err != nil {
-			return // EAGAIN: drained; anything else: retried on the next event
+		switch {
+		case err == unix.EMFILE || err == unix.ENFILE:
+			in.n.stats.inboundPaused.Add(1)
+			in.poll.pause(s.fd, acceptPause)
+			return
+		case err != nil:
+			return // EAGAIN: drained
+		}
+		if !in.n.reserveTCP() {
+			resetFD(fd)
+			continue
 		}
 		client := sockaddrToAddrPort(sa)
-		if !in.n.spawn(func() { in.forwardTCP(fd, client, s) }) {
+		if !in.n.spawn(func() { defer in.n.releaseTCP(); in.forwardTCP(fd, client, s) }) {
+			in.n.releaseTCP()
 			unix.Close(fd)
 			return
 		}
 	}
+}
+
+// resetFD closes an accepted socket with a RST.
+func resetFD(fd int) {
+	unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	unix.Close(fd)
 }
 
 // forwardTCP connects a client's accepted connection to the guest's port,
@@ -248,6 +285,9 @@ func (in *inbound) forwardTCP(fd int, client netip.AddrPort, s *inSocket) {
 	n := in.n
 	src := n.seenFrom(client)
 	dst := netip.AddrPortFrom(n.cfg.Policy.guestOf(src.Addr().Is6()), s.port)
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetKeepAlive(true) // a client that vanished must not hold the flow forever
+	}
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.InboundDialTimeout)
 	ep, wq, err := n.st.DialTCP(ctx, src, dst)
 	cancel()

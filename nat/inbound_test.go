@@ -1,6 +1,7 @@
 package nat_test
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -296,4 +297,63 @@ func TestInboundDefaultSkipsReservedAndEphemeral(t *testing.T) {
 
 func itoa(p uint16) string {
 	return netip.AddrPortFrom(netip.IPv4Unspecified(), p).String()[len("0.0.0.0:"):]
+}
+
+func TestOutsideRange(t *testing.T) {
+	tests := []struct {
+		first, last uint16
+		want        string
+	}{
+		{32768, 60999, "[[1 32767] [61000 65535]]"},
+		{50000, 60999, "[[1 49151] [49154 49999] [61000 65535]]"},
+		{32768, 49151, "[[1 32767] [49154 65535]]"},
+		{1024, 65535, "[[1 1023]]"},
+	}
+	for _, tt := range tests {
+		if got := fmt.Sprint(nat.OutsideRange(tt.first, tt.last)); got != tt.want {
+			t.Errorf("outsideRange(%d, %d) = %s, want %s", tt.first, tt.last, got, tt.want)
+		}
+	}
+}
+
+func TestInboundTCPLimit(t *testing.T) {
+	port := freePort(t)
+	pod := newFakePod()
+	g, n := harness(t, pod, func(c *nat.Config) {
+		ports, _ := nat.ParsePorts(itoa(port))
+		c.Inbound, c.InboundPorts, c.MaxTCP = true, &ports, 1
+	})
+	ln, err := gonet.ListenTCP(g.Stack, memguest.FullAddress(netip.AddrPortFrom(guest4.Addr(), port)), ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() { // hold every connection open
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port).String()
+	first, err := net.DialTimeout("tcp4", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	waitFor(t, func() bool { return n.Stats().InboundTCP == 1 }, "the first connection to reach the guest")
+	second, err := net.DialTimeout("tcp4", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	second.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := second.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("connection beyond MaxTCP: read %v, want a reset", err)
+	}
+	if n.Stats().TCPLimited == 0 {
+		t.Error("TCPLimited not counted")
+	}
 }

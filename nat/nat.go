@@ -30,8 +30,9 @@ const (
 	// connects (a browser, a crawler) moving.
 	DefaultMaxTCPPending = 4096
 
-	// DefaultMaxTCP bounds established proxied TCP connections per guest:
-	// about 2 GiB of gVisor buffers at full load, far above a VM's need.
+	// DefaultMaxTCP bounds the guest's TCP connections, outbound and
+	// inbound: far above a VM's need, and at about 27 KiB per idle
+	// connection (measured: make bench) under 1 GiB when all are open.
 	DefaultMaxTCP = 32768
 
 	// DefaultMaxUDPFlows bounds UDP flows per guest (pod sockets open).
@@ -57,7 +58,8 @@ type Config struct {
 	DialTimeout time.Duration
 	// MaxTCPPending bounds connections being dialled at once.
 	MaxTCPPending int
-	// MaxTCP bounds established TCP flows; more are refused (RST).
+	// MaxTCP bounds TCP connections, outbound and inbound, being dialled
+	// or established; more are refused (RST).
 	MaxTCP int
 	// MaxUDPFlows bounds UDP flows; more are dropped.
 	MaxUDPFlows int

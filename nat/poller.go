@@ -3,6 +3,7 @@ package nat
 import (
 	"fmt"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -17,6 +18,7 @@ type poller struct {
 
 	mu       sync.Mutex
 	handlers map[int32]func() // by fd; guarded by mu
+	closed   bool             // guarded by mu
 }
 
 func newPoller() (*poller, error) {
@@ -81,8 +83,26 @@ func (p *poller) stop() {
 	unix.Write(p.wake, one[:])
 }
 
-// close releases the epoll set; the watched fds stay the caller's.
+// pause stops watching fd for d, then watches it again.
+func (p *poller) pause(fd int, d time.Duration) {
+	off := unix.EpollEvent{Fd: int32(fd)}
+	unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &off)
+	time.AfterFunc(d, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if !p.closed { // after close, fd may be another file's
+			on := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+			unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &on)
+		}
+	})
+}
+
+// close releases the epoll set; the watched fds stay the caller's, and
+// must be closed after it.
 func (p *poller) close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
 	unix.Close(p.wake)
 	unix.Close(p.epfd)
 }

@@ -37,7 +37,10 @@ type halfConn interface {
 }
 
 // newTCPFlow joins a connected guest endpoint and a pod connection.
+// Keepalive on the guest's side ends flows whose guest vanished (a VM
+// reset) while the other side idles.
 func newTCPFlow(n *NAT, ep tcpip.Endpoint, wq *waiter.Queue, pod net.Conn) *tcpFlow {
+	ep.SocketOptions().SetKeepAlive(true)
 	return &tcpFlow{n: n, guest: newGuestConn(n, ep, wq), pod: newPodConn(n, pod)}
 }
 

@@ -34,15 +34,18 @@ type Stats struct {
 	InboundTCP, InboundRefused uint64
 	// InboundUDP counts inbound UDP flows (client address and port).
 	InboundUDP uint64
+	// InboundPaused counts times a listener rested because masq was out
+	// of file descriptors.
+	InboundPaused uint64
 }
 
 // counters is Stats kept with atomics.
 type counters struct {
-	droppedSpoofed, droppedInvalid, refusedGateway       atomic.Uint64
-	tcpDialFailed, tcpLimited, tcpOpened, tcpOpen        atomic.Uint64
-	udpLimited, udpOpened, udpExpired, udpSendFailed     atomic.Uint64
-	icmpLimited, icmpOpened, icmpExpired, icmpSendFailed atomic.Uint64
-	inboundTCP, inboundRefused, inboundUDP               atomic.Uint64
+	droppedSpoofed, droppedInvalid, refusedGateway        atomic.Uint64
+	tcpDialFailed, tcpLimited, tcpOpened, tcpOpen         atomic.Uint64
+	udpLimited, udpOpened, udpExpired, udpSendFailed      atomic.Uint64
+	icmpLimited, icmpOpened, icmpExpired, icmpSendFailed  atomic.Uint64
+	inboundTCP, inboundRefused, inboundUDP, inboundPaused atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -66,6 +69,7 @@ func (n *NAT) Stats() Stats {
 		InboundTCP:     c.inboundTCP.Load(),
 		InboundRefused: c.inboundRefused.Load(),
 		InboundUDP:     c.inboundUDP.Load(),
+		InboundPaused:  c.inboundPaused.Load(),
 	}
 }
 

@@ -31,11 +31,11 @@ func (n *NAT) handleTCP(fwd *tcp.Forwarder, id gstack.TransportEndpointID, pkt *
 func (n *NAT) forwardTCP(r *tcp.ForwarderRequest) {
 	src, dst := endpoints(r.ID())
 	d := n.cfg.Policy.Outbound(src, dst)
-	if d.Action != Forward || n.stats.tcpOpen.Load() >= uint64(n.cfg.MaxTCP) {
-		n.stats.tcpLimited.Add(1)
+	if d.Action != Forward || !n.reserveTCP() {
 		r.Complete(true)
 		return
 	}
+	defer n.releaseTCP()
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.DialTimeout)
 	pod, err := n.cfg.Pod.DialTCP(ctx, d.Dst)
 	cancel()
@@ -61,8 +61,20 @@ func (n *NAT) forwardTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	n.stats.tcpOpened.Add(1)
-	n.stats.tcpOpen.Add(1)
-	defer n.stats.tcpOpen.Add(^uint64(0))
 	defer n.untrack(f)
 	f.splice()
 }
+
+// reserveTCP takes one of MaxTCP places for a connection, outbound or
+// inbound, being dialled or established; false (counted) means none is
+// left. releaseTCP gives it back.
+func (n *NAT) reserveTCP() bool {
+	if n.stats.tcpOpen.Add(1) > uint64(n.cfg.MaxTCP) {
+		n.stats.tcpOpen.Add(^uint64(0))
+		n.stats.tcpLimited.Add(1)
+		return false
+	}
+	return true
+}
+
+func (n *NAT) releaseTCP() { n.stats.tcpOpen.Add(^uint64(0)) }

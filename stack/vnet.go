@@ -26,10 +26,11 @@ import (
 // gVisor's host GSO builds large TCP segments and the tap's kernel side
 // segments (or hands them whole) to the guest.
 type vnetLink struct {
-	fd     int
-	stop   int // eventfd that ends the reader
-	mtu    atomic.Uint32
-	closed func(error)
+	fd       int
+	stop     int // eventfd that ends the reader
+	stopping atomic.Bool
+	mtu      atomic.Uint32
+	closed   func(error)
 
 	closeOnce sync.Once
 
@@ -173,6 +174,7 @@ func (l *vnetLink) SetOnCloseAction(func()) {}
 
 // stopReader wakes the reader for good and waits for it.
 func (l *vnetLink) stopReader() {
+	l.stopping.Store(true) // a guest that keeps the tap busy never lets the reader poll
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)
 	unix.Write(l.stop, one[:])
@@ -254,7 +256,7 @@ func encodeVnetHdr(hdr []byte, pkt *stack.PacketBuffer) {
 func (l *vnetLink) readLoop() {
 	buf := make([]byte, vnetHdrSize+maxFrame)
 	fds := []unix.PollFd{{Fd: int32(l.fd), Events: unix.POLLIN}, {Fd: int32(l.stop), Events: unix.POLLIN}}
-	for {
+	for !l.stopping.Load() {
 		n, err := unix.Read(l.fd, buf)
 		switch {
 		case err == nil && n > 0:

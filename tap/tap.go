@@ -35,8 +35,9 @@ type Config struct {
 	Offload bool
 }
 
-// Device is an open tap file descriptor carrying Ethernet frames with no
-// packet-information or virtio-net header.
+// Device is an open tap file descriptor carrying Ethernet frames without a
+// packet-information header, each after a virtio-net header when Offload
+// reports true.
 type Device struct {
 	file    *os.File
 	fd      int
