@@ -33,6 +33,13 @@ type datagramFlow struct {
 	closeOnce sync.Once
 }
 
+// maxPeers bounds the destinations of one flow, each an entry here and,
+// once it answers, a route to the guest: a guest socket that sends from
+// one port to ever more hosts (a scanner, a DHT node) must not grow masq
+// without end. Datagrams to further hosts are dropped and counted with
+// the table's limit; the flow's idle expiry resets it.
+const maxPeers = 1024
+
 func newDatagramFlow(t *datagramTable, key flowKey, conn UDPConn, idle time.Duration) *datagramFlow {
 	f := &datagramFlow{t: t, key: key, src: key.src, conn: conn, ready: newPodReadiness(conn), idle: idle,
 		peers: make(map[netip.Addr]netip.AddrPort, 1)}
@@ -49,6 +56,11 @@ func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort) error 
 	}
 	f.mu.Lock()
 	if _, ok := f.peers[dst.Addr()]; !ok {
+		if len(f.peers) >= maxPeers {
+			f.mu.Unlock()
+			f.t.stats.limited.Add(1)
+			return nil // dropped: see maxPeers
+		}
 		f.peers[dst.Addr()] = seen
 	}
 	f.mu.Unlock()

@@ -212,3 +212,32 @@ func TestUDPUnreachableFamilyAnsweredAtOnce(t *testing.T) {
 		t.Error("UDPSendFailed not counted")
 	}
 }
+
+func TestUDPPeersPerFlowBounded(t *testing.T) {
+	pod := newFakePod()
+	echoSrv := udpEcho(t)
+	for i := 0; i < 1030; i++ {
+		pod.route(netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), 7), echoSrv)
+	}
+	g, n := harness(t, pod, nil)
+	c := guestUDP(t, g, guest4.Addr())
+	for i := 0; i < 1030; i++ {
+		dst := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), 7)
+		if _, err := c.WriteTo([]byte("x"), net.UDPAddrFromAddrPort(dst)); err != nil {
+			t.Fatal(err)
+		}
+		if i%50 == 49 {
+			time.Sleep(10 * time.Millisecond) // let the link drain: this is no flood test
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for n.Stats().UDPLimited < 6 {
+		if time.Now().After(deadline) {
+			t.Fatalf("datagrams to the 1025th and later hosts were not dropped: %+v", n.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := n.UDPFlows(); got != 1 {
+		t.Fatalf("flows = %d, want 1", got)
+	}
+}
