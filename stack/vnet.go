@@ -205,15 +205,21 @@ func (l *vnetLink) writePacket(pkt *stack.PacketBuffer) tcpip.Error {
 	iov := iovs[:1]
 	iov[0].Base = &hdr[0]
 	iov[0].SetLen(vnetHdrSize)
-	for _, v := range pkt.AsSlices() {
-		if len(v) == 0 {
+	// The packet's views, walked in place (AsSlices allocates a slice of
+	// them per packet); offset skips what was consumed from the front.
+	views, offset := pkt.AsViewList()
+	for v := views.Front(); v != nil; v = v.Next() {
+		b := v.AsSlice()
+		if offset >= len(b) {
+			offset -= len(b)
 			continue
 		}
+		b, offset = b[offset:], 0
 		if len(iov) == len(iovs) {
 			return &tcpip.ErrMessageTooLong{}
 		}
-		iov = append(iov, unix.Iovec{Base: &v[0]})
-		iov[len(iov)-1].SetLen(len(v))
+		iov = append(iov, unix.Iovec{Base: &b[0]})
+		iov[len(iov)-1].SetLen(len(b))
 	}
 	for {
 		_, errno := writev(l.fd, iov)
