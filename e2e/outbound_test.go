@@ -48,6 +48,20 @@ func TestOutboundHTTP4(t *testing.T) {
 	fetchBlob(t, tp, "http://"+outAddr4+":"+httpPort+"/blob", srv, podAddr4)
 }
 
+// TestOutboundHTTP4NoOffload: the same with --no-offload, masq's plain
+// frame path (gVisor's fdbased endpoint, one frame per system call).
+func TestOutboundHTTP4NoOffload(t *testing.T) {
+	tp := newTopology(t, 1500)
+	srv := startPeer(t, tp.Out, "http server", "http",
+		"-listen", outAddr4+":"+httpPort, "-size", strconv.Itoa(blobSize))
+	startMasq(t, tp, "masq", "--no-offload")
+	if code, out, _ := newUDHCPC(t, tp).run(t); code != 0 {
+		t.Fatalf("udhcpc exited %d:\n%s", code, out)
+	}
+	checkGuestAddr(t, tp)
+	fetchBlob(t, tp, "http://"+outAddr4+":"+httpPort+"/blob", srv, podAddr4)
+}
+
 // TestOutboundHTTP6: the same over IPv6, with the guest's static
 // fd10:0:2::2 (which passes DAD: masq answers only for the gateway), at the
 // usual MTU of 1500.
