@@ -233,22 +233,27 @@ func TestRefusedPort(t *testing.T) {
 }
 
 // TestUnreachableHost: a connection from the guest to an address on the
-// outside network that no host has fails (the pod's dial fails once ARP
-// gives up, about 3 s) instead of hanging for the guest's SYN retries.
+// outside network that no host has fails with "no route to host" (masq
+// answers the guest's SYN with an ICMP unreachable once the pod's dial
+// fails, after neighbour discovery gives up, about 3 s) instead of hanging
+// for the guest's SYN retries; IPv4 and IPv6.
 func TestUnreachableHost(t *testing.T) {
-	const nobody = "198.18.0.77"
 	tp := newTopology(t, 1500)
 	startPeer(t, tp.Out, "tcp echo", "tcpecho", "-listen", outAddr4+":"+echoPort)
 	startMasq(t, tp, "masq")
 	guestStatic4(t, tp)
+	guestStatic6(t, tp, true)
 	mustConnect(t, tp, outAddr4+":"+echoPort)
-	code, out := runPeer(t, tp.Guest, 30*time.Second, "connect", "-to", nobody+":80", "-timeout", "20s")
-	t.Logf("guest: connect %s:80: %s", nobody, strings.Join(strings.Fields(out), " "))
-	if code == 0 || !strings.HasPrefix(out, "error") {
-		t.Fatalf("guest: connect %s:80 did not fail (exit %d):\n%s", nobody, code, out)
-	}
-	if d := elapsed(t, out); d >= 10*time.Second {
-		t.Errorf("guest: connect %s:80 failed only after %v (a timeout, not an error from masq)", nobody, d)
+	for _, nobody := range []string{"198.18.0.77:80", "[2001:db8::77]:80"} {
+		code, out := runPeer(t, tp.Guest, 30*time.Second, "connect", "-to", nobody, "-timeout", "20s")
+		t.Logf("guest: connect %s: %s", nobody, strings.Join(strings.Fields(out), " "))
+		if code == 0 || !strings.HasPrefix(out, "error") || !strings.Contains(out, "no route to host") {
+			t.Errorf("guest: connect %s did not fail with no route to host (exit %d):\n%s", nobody, code, out)
+			continue
+		}
+		if d := elapsed(t, out); d >= 10*time.Second {
+			t.Errorf("guest: connect %s failed only after %v (a timeout, not an error from masq)", nobody, d)
+		}
 	}
 }
 

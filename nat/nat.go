@@ -134,6 +134,9 @@ type NAT struct {
 	in        *inbound // nil without Config.Inbound
 
 	ping4, ping6 bool // the pod gives ping sockets of the family
+
+	synMu sync.Mutex
+	syns  map[gstack.TransportEndpointID][]byte // SYN quotes for ICMP errors; guarded by synMu
 }
 
 // flow is an open proxied flow that shutdown must close.
@@ -156,6 +159,7 @@ func New(st *stack.Stack, cfg Config) (*NAT, error) {
 	n := &NAT{
 		cfg: cfg, st: st, log: cfg.Logger, ctx: ctx, cancel: cancel,
 		flows: make(map[flow]struct{}),
+		syns:  make(map[gstack.TransportEndpointID][]byte),
 	}
 	n.bufs.New = func() any { b := make([]byte, copyBufferSize); return &b }
 	c := &n.stats

@@ -20,18 +20,21 @@ func (n *NAT) handleTCP(fwd *tcp.Forwarder, id gstack.TransportEndpointID, pkt *
 	case Refuse:
 		return false
 	}
+	n.keepSYN(id, pkt)
 	return fwd.HandlePacket(id, pkt)
 }
 
 // forwardTCP runs, on a goroutine of gVisor's forwarder, for each new
 // guest connection the policy let through: it dials the destination from
 // the pod first and completes the guest's handshake only once that
-// succeeded, so a refused or unreachable destination is a RST to the guest
-// at once, never a connection that later hangs.
+// succeeded, so a refused destination is a RST to the guest at once and an
+// unreachable one an ICMP unreachable, never a connection that later
+// hangs.
 func (n *NAT) forwardTCP(r *tcp.ForwarderRequest) {
 	src, dst := endpoints(r.ID())
 	d := n.cfg.Policy.Outbound(src, dst)
 	if d.Action != Forward || !n.reserveTCP() {
+		n.takeSYN(r.ID())
 		r.Complete(true)
 		return
 	}
@@ -39,9 +42,17 @@ func (n *NAT) forwardTCP(r *tcp.ForwarderRequest) {
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.DialTimeout)
 	pod, err := n.cfg.Pod.DialTCP(ctx, d.Dst)
 	cancel()
+	// Taken after the dial: the guest's SYN retransmissions meanwhile
+	// find the quote kept and add nothing.
+	quote := n.takeSYN(r.ID())
 	if err != nil {
 		n.stats.tcpDialFailed.Add(1)
 		n.log.Debug("tcp dial failed", "src", src, "dst", d.Dst, "err", err)
+		if unreachable(err) && quote != nil && n.ctx.Err() == nil {
+			r.Complete(false)
+			n.sendUnreachable(src.Addr(), quote)
+			return
+		}
 		r.Complete(true)
 		return
 	}

@@ -1,0 +1,78 @@
+package nat
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"syscall"
+
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// A guest connection whose destination the pod cannot reach fails with an
+// ICMP destination unreachable from the gateway, as a router would answer,
+// so the guest's connect reports "no route to host" at once; a refused one
+// gets the stack's RST ("connection refused"). The ICMP error must quote
+// the guest's SYN (its IP header and first 8 bytes of TCP, with the
+// sequence number the guest's kernel checks), which the forwarder does not
+// keep: handleTCP copies it aside for forwardTCP.
+
+// synQuote returns the part of a SYN an ICMP error quotes.
+func synQuote(pkt *gstack.PacketBuffer) []byte {
+	ip, tcp := pkt.NetworkHeader().Slice(), pkt.TransportHeader().Slice()
+	if len(tcp) < header.TCPMinimumSize || !header.TCP(tcp).Flags().Contains(header.TCPFlagSyn) {
+		return nil
+	}
+	q := make([]byte, 0, len(ip)+8)
+	return append(append(q, ip...), tcp[:8]...)
+}
+
+// keepSYN remembers the quote of a SYN for its connection, within a bound
+// (a flood of SYNs the forwarder drops must not grow the table).
+func (n *NAT) keepSYN(id gstack.TransportEndpointID, pkt *gstack.PacketBuffer) {
+	n.synMu.Lock()
+	defer n.synMu.Unlock()
+	if _, ok := n.syns[id]; ok || len(n.syns) >= 2*n.cfg.MaxTCPPending {
+		return
+	}
+	if q := synQuote(pkt); q != nil {
+		n.syns[id] = q
+	}
+}
+
+// takeSYN returns and forgets the quote kept for id.
+func (n *NAT) takeSYN(id gstack.TransportEndpointID) []byte {
+	n.synMu.Lock()
+	defer n.synMu.Unlock()
+	q := n.syns[id]
+	delete(n.syns, id)
+	return q
+}
+
+// unreachable reports whether a dial error means the destination cannot
+// be reached (rather than refused the connection).
+func unreachable(err error) bool {
+	return errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) ||
+		errors.Is(err, syscall.ETIMEDOUT) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// sendUnreachable sends the guest at src an ICMP destination unreachable
+// (host unreachable; address unreachable in IPv6) quoting its SYN, from
+// the gateway.
+func (n *NAT) sendUnreachable(src netip.Addr, quote []byte) error {
+	gw := n.cfg.Policy.gateway(src)
+	msg := make([]byte, 8, 8+len(quote))
+	if src.Is4() {
+		msg[0], msg[1] = byte(header.ICMPv4DstUnreachable), byte(header.ICMPv4HostUnreachable)
+	} else {
+		msg[0], msg[1] = byte(header.ICMPv6DstUnreachable), byte(header.ICMPv6AddressUnreachable)
+	}
+	msg = append(msg, quote...)
+	s, err := n.st.NewSender(gw, src)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return s.WriteICMP(msg)
+}
