@@ -360,3 +360,26 @@ func TestInboundTCPLimit(t *testing.T) {
 		t.Error("TCPLimited not counted")
 	}
 }
+
+func TestInboundGuestSilentClosedInBoundedTime(t *testing.T) {
+	port := freePort(t)
+	g, n := inboundHarness(t, newFakePod(), itoa(port)) // InboundDialTimeout 2s
+	g.RemoveAddress(t, guest4.Addr())                   // nobody answers ARP for 10.0.2.2: the SYN goes nowhere
+	c, err := net.DialTimeout("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port).String(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(8 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	if err == nil || isTimeout(err) {
+		t.Fatalf("client of a silent guest: %v, want its connection closed", err)
+	}
+	if d := time.Since(start); d < time.Second || d > 5*time.Second {
+		t.Errorf("closed after %v, want about the 2s dial timeout", d)
+	}
+	if n.Stats().InboundRefused != 1 {
+		t.Errorf("InboundRefused = %d, want 1", n.Stats().InboundRefused)
+	}
+}

@@ -247,3 +247,24 @@ func TestTCPDNSForwarding(t *testing.T) {
 		t.Fatalf("gateway:53 over TCP gave %q, want the pod's resolver", got)
 	}
 }
+
+func TestTCPResetPassesThrough(t *testing.T) {
+	pod := newFakePod()
+	// The server reads one byte, then resets the connection.
+	pod.route(netip.AddrPortFrom(world4, 13), tcpServer(t, func(c net.Conn) {
+		c.Read(make([]byte, 1))
+		c.(*net.TCPConn).SetLinger(0)
+	}))
+	g, _ := harness(t, pod, nil)
+	c, err := dial(g, netip.AddrPortFrom(world4, 13), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("x"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	if err == nil || err == io.EOF || isTimeout(err) {
+		t.Fatalf("read after the server's RST: %v, want a reset (not EOF, not a hang)", err)
+	}
+}
