@@ -213,6 +213,7 @@ func (n *NAT) pingOK(a netip.Addr) bool {
 // and returns once all of their goroutines have ended.
 func (n *NAT) Run(ctx context.Context) error {
 	n.wg.Go(n.expireLoop)
+	n.wg.Go(n.reportLoop)
 	if n.in != nil {
 		n.wg.Go(n.in.run)
 	}
@@ -221,7 +222,43 @@ func (n *NAT) Run(ctx context.Context) error {
 	case <-n.ctx.Done():
 	}
 	n.shutdown()
+	n.logStats("flows at stop")
 	return nil
+}
+
+// statsInterval is how often the counters are logged, when they changed:
+// drops and bounds hit show up within a minute, without a log line per
+// packet.
+const statsInterval = time.Minute
+
+// reportLoop logs the counters every statsInterval in which they changed,
+// until the NAT shuts down.
+func (n *NAT) reportLoop() {
+	tick := time.NewTicker(statsInterval)
+	defer tick.Stop()
+	var last Stats
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+			if s := n.Stats(); s != last {
+				n.logStats("flows")
+				last = s
+			}
+		}
+	}
+}
+
+// logStats writes the counters as one line.
+func (n *NAT) logStats(msg string) {
+	s := n.Stats()
+	n.log.Info(msg,
+		"tcp_opened", s.TCPOpened, "tcp_dial_failed", s.TCPDialFailed, "tcp_limited", s.TCPLimited,
+		"udp_opened", s.UDPOpened, "udp_expired", s.UDPExpired, "udp_limited", s.UDPLimited, "udp_send_failed", s.UDPSendFailed,
+		"icmp_opened", s.ICMPOpened, "icmp_limited", s.ICMPLimited,
+		"inbound_tcp", s.InboundTCP, "inbound_refused", s.InboundRefused, "inbound_udp", s.InboundUDP, "inbound_paused", s.InboundPaused,
+		"dropped_spoofed", s.DroppedSpoofed, "dropped_invalid", s.DroppedInvalid, "refused_gateway", s.RefusedGateway)
 }
 
 // Close stops new flows, aborts open ones, closes the inbound sockets and
