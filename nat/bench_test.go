@@ -1,7 +1,6 @@
 package nat_test
 
 import (
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -16,27 +15,31 @@ import (
 
 const benchChunk = 64 << 10
 
-// benchMTUs are the guest MTUs the TCP benchmarks run at: the default and
-// the largest a tap carries.
-var benchMTUs = []uint32{1500, 65520}
+// benchLinks are the links the TCP benchmarks run over: plain frames at
+// each MTU, and masq's tap link (virtio-net headers, TSO) at 1500.
+var benchLinks = []struct {
+	name    string
+	mtu     uint32
+	offload bool
+}{{"mtu=1500", 1500, false}, {"mtu=65520", 65520, false}, {"mtu=1500-vnet", 1500, true}}
 
 func BenchmarkTCPGuestToPod(b *testing.B) {
-	for _, mtu := range benchMTUs {
-		b.Run(fmt.Sprintf("mtu=%d", mtu), func(b *testing.B) { benchTCPGuestToPod(b, mtu) })
+	for _, l := range benchLinks {
+		b.Run(l.name, func(b *testing.B) { benchTCPGuestToPod(b, l.mtu, l.offload) })
 	}
 }
 
 func BenchmarkTCPPodToGuest(b *testing.B) {
-	for _, mtu := range benchMTUs {
-		b.Run(fmt.Sprintf("mtu=%d", mtu), func(b *testing.B) { benchTCPPodToGuest(b, mtu) })
+	for _, l := range benchLinks {
+		b.Run(l.name, func(b *testing.B) { benchTCPPodToGuest(b, l.mtu, l.offload) })
 	}
 }
 
-func benchTCPGuestToPod(b *testing.B, mtu uint32) {
+func benchTCPGuestToPod(b *testing.B, mtu uint32, offload bool) {
 	pod := newFakePod()
 	dst := netip.AddrPortFrom(world4, 9)
 	pod.route(dst, tcpServer(b, func(c net.Conn) { io.Copy(io.Discard, c) }))
-	g, _ := harnessMTU(b, mtu, pod, nil)
+	g, _ := harnessLink(b, mtu, offload, pod, nil)
 	c, err := dial(g, dst, 5*time.Second)
 	if err != nil {
 		b.Fatal(err)
@@ -53,7 +56,7 @@ func benchTCPGuestToPod(b *testing.B, mtu uint32) {
 	}
 }
 
-func benchTCPPodToGuest(b *testing.B, mtu uint32) {
+func benchTCPPodToGuest(b *testing.B, mtu uint32, offload bool) {
 	pod := newFakePod()
 	dst := netip.AddrPortFrom(world4, 19)
 	pod.route(dst, tcpServer(b, func(c net.Conn) {
@@ -64,7 +67,7 @@ func benchTCPPodToGuest(b *testing.B, mtu uint32) {
 			}
 		}
 	}))
-	g, _ := harnessMTU(b, mtu, pod, nil)
+	g, _ := harnessLink(b, mtu, offload, pod, nil)
 	c, err := dial(g, dst, 5*time.Second)
 	if err != nil {
 		b.Fatal(err)

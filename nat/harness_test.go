@@ -47,8 +47,24 @@ func harness(t testing.TB, pod nat.Pod, mod func(*nat.Config)) (*memguest.Guest,
 // harnessMTU is harness with a link of the given MTU.
 func harnessMTU(t testing.TB, mtu uint32, pod nat.Pod, mod func(*nat.Config)) (*memguest.Guest, *nat.NAT) {
 	t.Helper()
-	g, fd := memguest.New(t, mtu)
-	link, err := stack.NewFDLink(fd, mtu, nil)
+	return harnessLink(t, mtu, false, pod, mod)
+}
+
+// harnessOffload is harness over a link with virtio-net headers and TSO,
+// masq's tap link (stack.NewVnetTapLink) facing a guest that uses them.
+func harnessOffload(t testing.TB, mtu uint32, pod nat.Pod, mod func(*nat.Config)) (*memguest.Guest, *nat.NAT) {
+	t.Helper()
+	return harnessLink(t, mtu, true, pod, mod)
+}
+
+func harnessLink(t testing.TB, mtu uint32, offload bool, pod nat.Pod, mod func(*nat.Config)) (*memguest.Guest, *nat.NAT) {
+	t.Helper()
+	newGuest, newLink := memguest.New, stack.NewFDLink
+	if offload {
+		newGuest, newLink = memguest.NewOffload, stack.NewVnetTapLink
+	}
+	g, fd := newGuest(t, mtu)
+	link, err := newLink(fd, mtu, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

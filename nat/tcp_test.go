@@ -25,11 +25,24 @@ var world6 = netip.MustParseAddr("2001:db8::10")
 func echo(c net.Conn) { io.Copy(c, c) }
 
 func TestTCPEcho16MiB(t *testing.T) {
-	for _, dst := range []netip.Addr{world4, world6} {
-		t.Run(dst.String(), func(t *testing.T) {
+	tests := []struct {
+		name    string
+		dst     netip.Addr
+		offload bool
+	}{
+		{"ipv4", world4, false},
+		{"ipv6", world6, false},
+		// masq's tap link: TSO segments of up to 64 KiB both ways, partial
+		// checksums from the guest.
+		{"ipv4 vnet offload", world4, true},
+		{"ipv6 vnet offload", world6, true},
+	}
+	for _, tt := range tests {
+		dst := tt.dst
+		t.Run(tt.name, func(t *testing.T) {
 			pod := newFakePod()
 			pod.route(netip.AddrPortFrom(dst, 7), tcpServer(t, echo))
-			g, n := harness(t, pod, nil)
+			g, n := harnessLink(t, 1500, tt.offload, pod, nil)
 			c, err := dial(g, netip.AddrPortFrom(dst, 7), 5*time.Second)
 			if err != nil {
 				t.Fatal(err)
@@ -57,6 +70,12 @@ func TestTCPEcho16MiB(t *testing.T) {
 			}
 			if s := n.Stats(); s.TCPOpened != 1 {
 				t.Errorf("TCPOpened = %d, want 1", s.TCPOpened)
+			}
+			// With offloads, 16 MiB cross the link in large segments:
+			// far fewer than one per MSS.
+			segs := g.Stack.Stats().TCP.SegmentsSent.Value()
+			if perMSS := uint64(len(data) / 1460); tt.offload && segs > perMSS/4 {
+				t.Errorf("guest sent %d segments for %d bytes: no TSO over the vnet link", segs, len(data))
 			}
 		})
 	}
