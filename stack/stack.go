@@ -162,9 +162,6 @@ func (s *Stack) Netstack() *stack.Stack { return s.ns }
 // NIC returns the ID of the guest-facing NIC.
 func (s *Stack) NIC() tcpip.NICID { return nicID }
 
-// MTU returns the MTU the stack was configured with.
-func (s *Stack) MTU() uint32 { return s.cfg.MTU }
-
 // Close aborts every endpoint, stops the link and waits for all of the
 // stack's goroutines to end. The Stack must not be used afterwards.
 func (s *Stack) Close() {

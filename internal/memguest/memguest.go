@@ -5,7 +5,6 @@
 package memguest
 
 import (
-	"fmt"
 	"net/netip"
 	"testing"
 
@@ -168,9 +167,6 @@ func protocolOf(a netip.Addr) tcpip.NetworkProtocolNumber {
 	}
 	return ipv6.ProtocolNumber
 }
-
-// String describes the guest for test logs.
-func (g *Guest) String() string { return fmt.Sprintf("memguest(%s)", MAC) }
 
 // linkBuffer is the socket buffer each end of the link asks for. A tap's
 // queue holds 1000 frames of any size; a socketpair's holds bytes, ~200
