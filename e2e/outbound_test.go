@@ -36,25 +36,18 @@ const (
 // over HTTP from the outside host through masq: the body arrives whole
 // (sha256 equal to the server's) and the server saw the pod's address, not
 // the guest's.
-func TestOutboundHTTP4(t *testing.T) {
-	tp := newTopology(t, jumboMTU)
-	srv := startPeer(t, tp.Out, "http server", "http",
-		"-listen", outAddr4+":"+httpPort, "-size", strconv.Itoa(blobSize))
-	startMasq(t, tp, "masq")
-	if code, out, _ := newUDHCPC(t, tp).run(t); code != 0 {
-		t.Fatalf("udhcpc exited %d:\n%s", code, out)
-	}
-	checkGuestAddr(t, tp)
-	fetchBlob(t, tp, "http://"+outAddr4+":"+httpPort+"/blob", srv, podAddr4)
-}
+func TestOutboundHTTP4(t *testing.T) { outboundHTTP4(t, jumboMTU) }
 
 // TestOutboundHTTP4NoOffload: the same with --no-offload, masq's plain
 // frame path (gVisor's fdbased endpoint, one frame per system call).
-func TestOutboundHTTP4NoOffload(t *testing.T) {
-	tp := newTopology(t, 1500)
+func TestOutboundHTTP4NoOffload(t *testing.T) { outboundHTTP4(t, 1500, "--no-offload") }
+
+// outboundHTTP4 is TestOutboundHTTP4 at mtu with masqArgs.
+func outboundHTTP4(t *testing.T, mtu int, masqArgs ...string) {
+	tp := newTopology(t, mtu)
 	srv := startPeer(t, tp.Out, "http server", "http",
 		"-listen", outAddr4+":"+httpPort, "-size", strconv.Itoa(blobSize))
-	startMasq(t, tp, "masq", "--no-offload")
+	startMasq(t, tp, "masq", masqArgs...)
 	if code, out, _ := newUDHCPC(t, tp).run(t); code != 0 {
 		t.Fatalf("udhcpc exited %d:\n%s", code, out)
 	}

@@ -18,27 +18,20 @@ import (
 // sequence number the guest's kernel checks), which the forwarder does not
 // keep: handleTCP copies it aside for forwardTCP.
 
-// synQuote returns the part of a SYN an ICMP error quotes.
-func synQuote(pkt *gstack.PacketBuffer) []byte {
+// keepSYN remembers the part of a SYN an ICMP error quotes (its IP header
+// and first 8 bytes of TCP), within a bound: a flood of SYNs the forwarder
+// drops must not grow the table. Other packets cost a flag test, no lock.
+func (n *NAT) keepSYN(id gstack.TransportEndpointID, pkt *gstack.PacketBuffer) {
 	ip, tcp := pkt.NetworkHeader().Slice(), pkt.TransportHeader().Slice()
 	if len(tcp) < header.TCPMinimumSize || !header.TCP(tcp).Flags().Contains(header.TCPFlagSyn) {
-		return nil
+		return
 	}
-	q := make([]byte, 0, len(ip)+8)
-	return append(append(q, ip...), tcp[:8]...)
-}
-
-// keepSYN remembers the quote of a SYN for its connection, within a bound
-// (a flood of SYNs the forwarder drops must not grow the table).
-func (n *NAT) keepSYN(id gstack.TransportEndpointID, pkt *gstack.PacketBuffer) {
 	n.synMu.Lock()
 	defer n.synMu.Unlock()
 	if _, ok := n.syns[id]; ok || len(n.syns) >= 2*n.cfg.MaxTCPPending {
 		return
 	}
-	if q := synQuote(pkt); q != nil {
-		n.syns[id] = q
-	}
+	n.syns[id] = append(append(make([]byte, 0, len(ip)+8), ip...), tcp[:8]...)
 }
 
 // takeSYN returns and forgets the quote kept for id.
