@@ -237,14 +237,15 @@ func (n *NAT) reportLoop() {
 	tick := time.NewTicker(statsInterval)
 	defer tick.Stop()
 	var last Stats
+	var lastLink stack.LinkStats
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-tick.C:
-			if s := n.Stats(); s != last {
+			if s, l := n.Stats(), n.st.LinkStats(); s != last || l != lastLink {
 				n.logStats("flows")
-				last = s
+				last, lastLink = s, l
 			}
 		}
 	}
@@ -252,13 +253,15 @@ func (n *NAT) reportLoop() {
 
 // logStats writes the counters as one line.
 func (n *NAT) logStats(msg string) {
-	s := n.Stats()
+	s, l := n.Stats(), n.st.LinkStats()
 	n.log.Info(msg,
 		"tcp_opened", s.TCPOpened, "tcp_dial_failed", s.TCPDialFailed, "tcp_limited", s.TCPLimited,
 		"udp_opened", s.UDPOpened, "udp_expired", s.UDPExpired, "udp_limited", s.UDPLimited, "udp_send_failed", s.UDPSendFailed,
 		"icmp_opened", s.ICMPOpened, "icmp_limited", s.ICMPLimited,
 		"inbound_tcp", s.InboundTCP, "inbound_refused", s.InboundRefused, "inbound_udp", s.InboundUDP, "inbound_paused", s.InboundPaused,
-		"dropped_spoofed", s.DroppedSpoofed, "dropped_invalid", s.DroppedInvalid, "refused_gateway", s.RefusedGateway)
+		"dropped_spoofed", s.DroppedSpoofed, "dropped_invalid", s.DroppedInvalid, "refused_gateway", s.RefusedGateway,
+		"link_tx_queue_full", l.TxQueueFull, "link_tx_errors", l.TxErrors,
+		"link_rx_malformed", l.RxMalformed, "link_rx_bad_checksum", l.RxBadChecksum)
 }
 
 // Close stops new flows, aborts open ones, closes the inbound sockets and

@@ -51,6 +51,7 @@ type Config struct {
 // for concurrent use. Close releases it.
 type Stack struct {
 	ns     *stack.Stack
+	link   stack.LinkEndpoint
 	cfg    Config
 	filter *neighborFilter
 }
@@ -78,7 +79,7 @@ func New(link stack.LinkEndpoint, cfg Config) (*Stack, error) {
 			tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6,
 		},
 	})
-	s := &Stack{ns: ns, cfg: cfg}
+	s := &Stack{ns: ns, link: link, cfg: cfg}
 	if err := tuneTCP(ns); err != nil {
 		ns.Destroy()
 		return nil, err

@@ -33,6 +33,8 @@ type vnetLink struct {
 	closed   func(error)
 
 	closeOnce sync.Once
+	stats     linkCounters
+	frames    sync.Pool // *[]byte of maxFrame: see writeCopy
 
 	mu         sync.RWMutex
 	addr       tcpip.LinkAddress       // guarded by mu
@@ -73,6 +75,7 @@ func NewVnetTapLink(fd int, mtu uint32, closed func(error)) (stack.LinkEndpoint,
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
 	l := &vnetLink{fd: fd, stop: stop, closed: closed}
+	l.frames.New = func() any { b := make([]byte, maxFrame); return &b }
 	l.mtu.Store(mtu)
 	return l, nil
 }
@@ -197,14 +200,22 @@ func (l *vnetLink) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	return n, nil
 }
 
+// maxIovecs is how many iovecs writePacket passes to one writev: the
+// virtio-net header and up to maxIovecs-1 views of the packet, in place. A
+// packet of more views (gVisor merges many small writes into one TSO
+// segment of hundreds of views: a flow written 100 bytes at a time) is
+// copied into one buffer instead: a 64 KiB copy costs less than the
+// iovec array the kernel would copy in, and the array stays on the stack.
+const maxIovecs = 64
+
 // writePacket writes one frame with its virtio-net header.
 func (l *vnetLink) writePacket(pkt *stack.PacketBuffer) tcpip.Error {
 	var hdr [vnetHdrSize]byte
 	encodeVnetHdr(hdr[:], pkt)
-	var iovs [16]unix.Iovec
-	iov := iovs[:1]
+	var iov [maxIovecs]unix.Iovec
 	iov[0].Base = &hdr[0]
 	iov[0].SetLen(vnetHdrSize)
+	k := 1
 	// The packet's views, walked in place (AsSlices allocates a slice of
 	// them per packet); offset skips what was consumed from the front.
 	views, offset := pkt.AsViewList()
@@ -215,12 +226,48 @@ func (l *vnetLink) writePacket(pkt *stack.PacketBuffer) tcpip.Error {
 			continue
 		}
 		b, offset = b[offset:], 0
-		if len(iov) == len(iovs) {
-			return &tcpip.ErrMessageTooLong{}
+		if k == len(iov) {
+			return l.writeCopy(pkt)
 		}
-		iov = append(iov, unix.Iovec{Base: &b[0]})
-		iov[len(iov)-1].SetLen(len(b))
+		iov[k].Base = &b[0]
+		iov[k].SetLen(len(b))
+		k++
 	}
+	return l.writev(iov[:k])
+}
+
+// writeCopy writes pkt, copied into one pooled buffer, after its
+// virtio-net header.
+func (l *vnetLink) writeCopy(pkt *stack.PacketBuffer) tcpip.Error {
+	var hdr [vnetHdrSize]byte
+	encodeVnetHdr(hdr[:], pkt)
+	size := pkt.Size()
+	bp := l.frames.Get().(*[]byte)
+	defer l.frames.Put(bp)
+	if cap(*bp) < size {
+		*bp = make([]byte, size) // larger than any frame the MTU allows
+	}
+	b := (*bp)[:size]
+	views, offset := pkt.AsViewList()
+	at := 0
+	for v := views.Front(); v != nil; v = v.Next() {
+		s := v.AsSlice()
+		if offset >= len(s) {
+			offset -= len(s)
+			continue
+		}
+		at += copy(b[at:], s[offset:])
+		offset = 0
+	}
+	var iov [2]unix.Iovec
+	iov[0].Base, iov[1].Base = &hdr[0], &b[0]
+	iov[0].SetLen(vnetHdrSize)
+	iov[1].SetLen(at)
+	return l.writev(iov[:])
+}
+
+// writev writes iov as one frame, counting a frame the tap did not take.
+func (l *vnetLink) writev(iov []unix.Iovec) tcpip.Error {
 	for {
 		_, errno := writev(l.fd, iov)
 		switch errno {
@@ -229,8 +276,10 @@ func (l *vnetLink) writePacket(pkt *stack.PacketBuffer) tcpip.Error {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			l.stats.txQueueFull.Add(1)
 			return &tcpip.ErrWouldBlock{}
 		}
+		l.stats.txErrors.Add(1)
 		return tcpip.TranslateErrno(errno)
 	}
 }
