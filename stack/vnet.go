@@ -48,7 +48,8 @@ var _ stack.GSOEndpoint = (*vnetLink)(nil)
 // virtio-net header (linux/virtio_net.h), without num_buffers.
 const (
 	vnetHdrSize       = 10
-	vnetFlagNeedsCsum = 1
+	vnetFlagNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM: checksum partial, to be completed
+	vnetFlagDataValid = 2 // VIRTIO_NET_HDR_F_DATA_VALID: checksum verified
 	vnetGSONone       = 0
 	vnetGSOTCPv4      = 1
 	vnetGSOTCPv6      = 4
@@ -103,10 +104,11 @@ func (l *vnetLink) SetLinkAddress(addr tcpip.LinkAddress) {
 	l.addr = addr
 }
 
-// Capabilities implements stack.LinkEndpoint.Capabilities. Received
-// checksums are not verified: TSO segments carry partial ones (the guest's
-// kernel left them to a NIC), the guest is the only writer of the tap, and
-// a virtual link corrupts nothing.
+// Capabilities implements stack.LinkEndpoint.Capabilities. The stack
+// verifies no received checksum: TSO segments carry partial ones (the
+// guest's kernel left them to a NIC), so the link vouches for every frame
+// and verifies itself those whose virtio-net header does not (see
+// checksumsValid).
 func (l *vnetLink) Capabilities() stack.LinkEndpointCapabilities {
 	return stack.CapabilityResolutionRequired | stack.CapabilityRXChecksumOffload
 }
@@ -346,6 +348,7 @@ func (l *vnetLink) fail(err error) {
 // deliver hands one frame (virtio-net header first) to the stack.
 func (l *vnetLink) deliver(b []byte) {
 	if len(b) < vnetHdrSize+header.EthernetMinimumSize {
+		l.stats.rxMalformed.Add(1)
 		return
 	}
 	frame := b[vnetHdrSize:]
@@ -358,6 +361,10 @@ func (l *vnetLink) deliver(b []byte) {
 	}
 	if dst := eth.DestinationAddress(); dst != self && dst[0]&1 == 0 {
 		return // unicast to someone else
+	}
+	if b[0]&(vnetFlagNeedsCsum|vnetFlagDataValid) == 0 && !checksumsValid(frame) {
+		l.stats.rxBadChecksum.Add(1)
+		return
 	}
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
 	defer pkt.DecRef()

@@ -6,9 +6,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -162,4 +164,72 @@ func BenchmarkVnetWriteManyViews(b *testing.B) {
 			}
 		})
 	}
+}
+
+// countingDispatcher counts the packets a link delivers.
+type countingDispatcher struct{ delivered chan struct{} }
+
+func (d *countingDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {
+	d.delivered <- struct{}{}
+}
+
+func (d *countingDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+
+func TestVnetVerifiesChecksumsNothingVouchesFor(t *testing.T) {
+	tests := []struct {
+		name    string
+		flags   byte
+		corrupt bool
+		deliver bool
+	}{
+		{"right checksums", 0, false, true},
+		{"wrong checksum", 0, true, false},
+		{"wrong but partial (NEEDS_CSUM)", vnetFlagNeedsCsum, true, true},
+		{"wrong but verified (DATA_VALID)", vnetFlagDataValid, true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l, peer := vnetPair(t)
+			d := &countingDispatcher{delivered: make(chan struct{}, 1)}
+			l.Attach(d)
+			defer l.Attach(nil)
+			frame, _ := testFrame{proto: header.TCPProtocolNumber}.build()
+			copy(frame, header.EthernetBroadcastAddress)
+			if tt.corrupt {
+				frame[len(frame)-1] ^= 1
+			}
+			hdr := make([]byte, vnetHdrSize)
+			hdr[0] = tt.flags
+			if _, err := unix.Write(peer, append(hdr, frame...)); err != nil {
+				t.Fatal(err)
+			}
+			if tt.deliver {
+				select {
+				case <-d.delivered:
+				case <-time.After(5 * time.Second):
+					t.Fatal("frame not delivered within 5s")
+				}
+			} else {
+				deadline := time.Now().Add(5 * time.Second)
+				for l.linkStats().RxBadChecksum == 0 && time.Now().Before(deadline) {
+					time.Sleep(time.Millisecond)
+				}
+				select {
+				case <-d.delivered:
+					t.Fatal("frame with a wrong checksum delivered")
+				default:
+				}
+			}
+			if bad := l.linkStats().RxBadChecksum; bad != b2u(!tt.deliver) {
+				t.Fatalf("RxBadChecksum = %d, want %d", bad, b2u(!tt.deliver))
+			}
+		})
+	}
+}
+
+func b2u(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
 }
