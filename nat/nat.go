@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
@@ -135,8 +136,8 @@ type NAT struct {
 
 	ping4, ping6 bool // the pod gives ping sockets of the family
 
-	synMu sync.Mutex
-	syns  map[gstack.TransportEndpointID][]byte // SYN quotes for ICMP errors; guarded by synMu
+	syns     *synQuotes         // SYN quotes for ICMP errors
+	fwdDrops *tcpip.StatCounter // SYNs the forwarder dropped over its in-flight bound
 }
 
 // flow is an open proxied flow that shutdown must close.
@@ -159,7 +160,10 @@ func New(st *stack.Stack, cfg Config) (*NAT, error) {
 	n := &NAT{
 		cfg: cfg, st: st, log: cfg.Logger, ctx: ctx, cancel: cancel,
 		flows: make(map[flow]struct{}),
-		syns:  make(map[gstack.TransportEndpointID][]byte),
+		// The forwarder holds at most MaxTCPPending SYNs; twice that
+		// leaves room for entries awaiting their ttl. An entry lives at
+		// most as long as its dial, plus slack.
+		syns: newSYNQuotes(2*cfg.MaxTCPPending, cfg.DialTimeout+synQuoteSlack),
 	}
 	n.bufs.New = func() any { b := make([]byte, copyBufferSize); return &b }
 	c := &n.stats
@@ -168,6 +172,7 @@ func New(st *stack.Stack, cfg Config) (*NAT, error) {
 	n.icmp = newDatagramTable(n, icmpProto{}, cfg.MaxUDPFlows,
 		flowCounters{&c.icmpLimited, &c.icmpOpened, &c.icmpExpired, &c.icmpSendFailed})
 	ns := st.Netstack()
+	n.fwdDrops = ns.Stats().TCP.ForwardMaxInFlightDrop
 	fwd := tcp.NewForwarder(ns, 0, cfg.MaxTCPPending, n.forwardTCP)
 	ns.SetTransportProtocolHandler(tcp.ProtocolNumber, func(id gstack.TransportEndpointID, pkt *gstack.PacketBuffer) bool {
 		return n.handleTCP(fwd, id, pkt)
@@ -225,6 +230,11 @@ func (n *NAT) Run(ctx context.Context) error {
 	n.logStats("flows at stop")
 	return nil
 }
+
+// synQuoteSlack is how long past its dial's timeout a SYN quote may
+// stay: the dial's end takes it, so an entry older than that is an
+// orphan. A few seconds cover a handler that is late to run.
+const synQuoteSlack = 5 * time.Second
 
 // statsInterval is how often the counters are logged, when they changed:
 // drops and bounds hit show up within a minute, without a log line per
@@ -311,6 +321,7 @@ func (n *NAT) expireLoop() {
 
 // expire ends the datagram flows idle at now and returns how many.
 func (n *NAT) expire(now time.Time) int {
+	n.syns.expire(now)
 	ended := n.udp.expire(now) + n.icmp.expire(now)
 	if n.in != nil {
 		ended += n.in.udp.expire(now)

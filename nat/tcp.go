@@ -20,8 +20,19 @@ func (n *NAT) handleTCP(fwd *tcp.Forwarder, id gstack.TransportEndpointID, pkt *
 	case Refuse:
 		return false
 	}
-	n.keepSYN(id, pkt)
-	return fwd.HandlePacket(id, pkt)
+	if !isSYN(pkt) {
+		return fwd.HandlePacket(id, pkt)
+	}
+	// Only this goroutine (the link's reader) calls HandlePacket, so a
+	// change of the forwarder's drop counter across the call is this
+	// SYN's: over the in-flight bound, it was turned down.
+	kept := n.syns.keep(id, pkt, n.cfg.Now())
+	dropped := n.fwdDrops.Value()
+	handled := fwd.HandlePacket(id, pkt)
+	if kept && (!handled || n.fwdDrops.Value() != dropped) {
+		n.syns.take(id)
+	}
+	return handled
 }
 
 // forwardTCP runs, on a goroutine of gVisor's forwarder, for each new
@@ -34,7 +45,7 @@ func (n *NAT) forwardTCP(r *tcp.ForwarderRequest) {
 	src, dst := endpoints(r.ID())
 	d := n.cfg.Policy.Outbound(src, dst)
 	if d.Action != Forward || !n.reserveTCP() {
-		n.takeSYN(r.ID())
+		n.syns.take(r.ID())
 		r.Complete(true)
 		return
 	}
@@ -44,7 +55,7 @@ func (n *NAT) forwardTCP(r *tcp.ForwarderRequest) {
 	cancel()
 	// Taken after the dial: the guest's SYN retransmissions meanwhile
 	// find the quote kept and add nothing.
-	quote := n.takeSYN(r.ID())
+	quote := n.syns.take(r.ID())
 	if err != nil {
 		n.stats.tcpDialFailed.Add(1)
 		n.log.Debug("tcp dial failed", "src", src, "dst", d.Dst, "err", err)

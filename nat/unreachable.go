@@ -7,7 +7,6 @@ import (
 	"syscall"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // A guest connection whose destination the pod cannot reach fails with an
@@ -16,32 +15,7 @@ import (
 // gets the stack's RST ("connection refused"). The ICMP error must quote
 // the guest's SYN (its IP header and first 8 bytes of TCP, with the
 // sequence number the guest's kernel checks), which the forwarder does not
-// keep: handleTCP copies it aside for forwardTCP.
-
-// keepSYN remembers the part of a SYN an ICMP error quotes (its IP header
-// and first 8 bytes of TCP), within a bound: a flood of SYNs the forwarder
-// drops must not grow the table. Other packets cost a flag test, no lock.
-func (n *NAT) keepSYN(id gstack.TransportEndpointID, pkt *gstack.PacketBuffer) {
-	ip, tcp := pkt.NetworkHeader().Slice(), pkt.TransportHeader().Slice()
-	if len(tcp) < header.TCPMinimumSize || !header.TCP(tcp).Flags().Contains(header.TCPFlagSyn) {
-		return
-	}
-	n.synMu.Lock()
-	defer n.synMu.Unlock()
-	if _, ok := n.syns[id]; ok || len(n.syns) >= 2*n.cfg.MaxTCPPending {
-		return
-	}
-	n.syns[id] = append(append(make([]byte, 0, len(ip)+8), ip...), tcp[:8]...)
-}
-
-// takeSYN returns and forgets the quote kept for id.
-func (n *NAT) takeSYN(id gstack.TransportEndpointID) []byte {
-	n.synMu.Lock()
-	defer n.synMu.Unlock()
-	q := n.syns[id]
-	delete(n.syns, id)
-	return q
-}
+// keep: handleTCP copies it aside (synQuotes) for forwardTCP.
 
 // unreachable reports whether a dial error means the destination cannot
 // be reached (rather than refused the connection).
