@@ -205,3 +205,12 @@ func TestUDPFlowLimitEvictsLeastRecentlyUsed(t *testing.T) {
 		}
 	}
 }
+
+func TestUDPKnownFlowSendsWithoutAllocating(t *testing.T) {
+	_, n := harness(t, floodPod(), nil)
+	src, dst, payload := floodSrc(0), floodDst(0), []byte("x")
+	n.ForwardUDP(src, dst, payload) // opens the flow and its destination
+	if allocs := testing.AllocsPerRun(1000, func() { n.ForwardUDP(src, dst, payload) }); allocs != 0 {
+		t.Errorf("%.1f allocations per datagram of a known flow, want 0", allocs)
+	}
+}
