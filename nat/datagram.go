@@ -26,20 +26,33 @@ type datagramProto interface {
 
 // flowCounters are one datagram table's counters in counters.
 type flowCounters struct {
-	limited, opened, expired, sendFailed *atomic.Uint64
+	limited, opened, expired, evicted, openFailed, sendFailed *atomic.Uint64
 }
 
 // datagramTable holds the guest's flows of one datagram protocol, keyed by
 // the guest's source address and port (or echo identifier): one pod socket
 // per key, whatever the destination (endpoint-independent mapping, RFC
 // 4787 REQ-1).
+//
+// Its memory is bounded globally, not per flow: at most maxFlows flows
+// (each a pod socket and a goroutine) and maxPeers destination entries
+// across all of them. A new flow or destination beyond either bound evicts
+// the least recently used flows to make room, so a guest that floods its
+// own table still opens new flows (its DNS queries among them); only the
+// flood's oldest flows lose their mapping.
 type datagramTable struct {
-	n     *NAT
-	proto datagramProto
-	stats flowCounters
-	max   int
+	n        *NAT
+	proto    datagramProto
+	stats    flowCounters
+	maxFlows int
+	maxPeers int64 // destination entries across all flows
+	perFlow  int   // destination entries of one flow: min(maxFlowPeers, maxPeers)
+
+	peers atomic.Int64 // destination entries held by the table's flows
+
 	mu    sync.Mutex
 	flows map[flowKey]*datagramFlow // guarded by mu
+	lru   lru[*datagramFlow]        // eviction order; guarded by mu
 }
 
 // flowKey names a flow: the guest's source, and the family of the pod
@@ -49,40 +62,47 @@ type flowKey struct {
 	pod4 bool
 }
 
-// errFlowLimit says a new flow was not opened because the table is full.
-var errFlowLimit = errors.New("flow limit reached")
-
-func newDatagramTable(n *NAT, proto datagramProto, max int, stats flowCounters) *datagramTable {
-	return &datagramTable{n: n, proto: proto, max: max, stats: stats, flows: make(map[flowKey]*datagramFlow)}
+func newDatagramTable(n *NAT, proto datagramProto, maxFlows, maxPeers int, stats flowCounters) *datagramTable {
+	return &datagramTable{n: n, proto: proto, maxFlows: maxFlows, maxPeers: int64(maxPeers),
+		perFlow: min(maxFlowPeers, maxPeers), stats: stats, flows: make(map[flowKey]*datagramFlow)}
 }
 
 // forward sends one guest datagram: payload from src, toward dst as the
 // guest addressed it, d.Dst from the pod. It runs on the packet path and
 // never blocks long: a table lookup, at most a socket() and bind() for a
-// new flow, and a send on a datagram socket. It reports false when the
-// pod cannot reach dst at all (no socket or no route for its family), so
-// the caller can answer "unreachable" at once.
+// new flow (and the eviction of an old one), and a send on a datagram
+// socket. It reports false when the pod cannot reach dst at all (no socket
+// or no route for its family), so the caller can answer "unreachable" at
+// once.
 func (t *datagramTable) forward(src, dst netip.AddrPort, d Decision, payload []byte) bool {
-	f, err := t.flow(src, d.Dst)
-	if err != nil {
-		return errors.Is(err, errFlowLimit) // at the bound: drop silently
+	var err error
+	// A flow evicted or expired between the lookup and the send is gone:
+	// the second try opens a fresh one.
+	for try := 0; try < 2; try++ {
+		f, ferr := t.flow(src, d.Dst)
+		if ferr != nil {
+			t.stats.openFailed.Add(1)
+			return false // no pod socket for dst's family
+		}
+		if err = f.send(payload, d.Dst, dst); !errors.Is(err, errFlowEnded) {
+			break
+		}
 	}
-	err = f.send(payload, d.Dst, dst)
+	if errors.Is(err, errFlowEnded) {
+		t.stats.sendFailed.Add(1) // ended twice in a row: dropped
+	}
 	return !errors.Is(err, syscall.ENETUNREACH) && !errors.Is(err, syscall.EHOSTUNREACH)
 }
 
 // flow returns the flow for the guest's src toward dst's family, creating
-// it (and its pod socket) when there is none.
+// it (and its pod socket) when there is none, and evicting the least
+// recently used flow when the table is full.
 func (t *datagramTable) flow(src, dst netip.AddrPort) (*datagramFlow, error) {
 	key := flowKey{src: src, pod4: dst.Addr().Is4()}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if f := t.flows[key]; f != nil {
 		return f, nil
-	}
-	if len(t.flows) >= t.max {
-		t.stats.limited.Add(1)
-		return nil, errFlowLimit
 	}
 	conn, err := t.proto.listen(t.n.cfg.Pod, dst.Addr(), src.Port())
 	if err != nil {
@@ -98,10 +118,52 @@ func (t *datagramTable) flow(src, dst netip.AddrPort) (*datagramFlow, error) {
 		conn.Close()
 		return nil, net.ErrClosed
 	}
+	for len(t.flows) >= t.maxFlows && t.evictLocked(nil) {
+	}
 	t.flows[key] = f
 	t.stats.opened.Add(1)
 	go f.readLoop()
 	return f, nil
+}
+
+// makeRoom evicts least recently used flows other than keep until the
+// table's destination entries are within their bound. keep has just added
+// one and must not lose it.
+func (t *datagramTable) makeRoom(keep *datagramFlow) {
+	t.mu.Lock()
+	for t.peers.Load() > t.maxPeers && t.evictLocked(keep) {
+	}
+	t.mu.Unlock()
+}
+
+// evictLocked ends the least recently used flow other than keep, counted,
+// and reports whether there was one. t.mu must be held. Its destination
+// entries are released at once; its socket closes, and its goroutine ends
+// on its own.
+func (t *datagramTable) evictLocked(keep *datagramFlow) bool {
+	f, ok := t.lru.oldest(func(f *datagramFlow) (int64, bool) {
+		if f == keep || t.flows[f.key] != f {
+			return 0, false
+		}
+		return f.lastActive.Load(), true
+	}, t.all)
+	if !ok {
+		return false
+	}
+	delete(t.flows, f.key)
+	t.stats.evicted.Add(1)
+	f.release()
+	f.abort()
+	return true
+}
+
+// all yields every flow and when it was last used; t.mu must be held.
+func (t *datagramTable) all(yield func(*datagramFlow, int64) bool) {
+	for _, f := range t.flows {
+		if !yield(f, f.lastActive.Load()) {
+			return
+		}
+	}
 }
 
 // remove forgets f if it is still the table's flow for its key.
@@ -113,9 +175,9 @@ func (t *datagramTable) remove(f *datagramFlow) {
 	t.mu.Unlock()
 }
 
-// expire ends the flows idle at now for longer than their timeout and
-// returns how many it ended.
-func (t *datagramTable) expire(now time.Time) int {
+// expire ends the flows idle at now for longer than their timeout. It
+// returns how many it ended and how many destination entries they held.
+func (t *datagramTable) expire(now time.Time) (flows, peers int) {
 	t.mu.Lock()
 	var idle []*datagramFlow
 	for k, f := range t.flows {
@@ -127,12 +189,16 @@ func (t *datagramTable) expire(now time.Time) int {
 			idle = append(idle, f)
 		}
 	}
+	if len(idle) > 0 {
+		t.lru.reset()
+	}
 	t.mu.Unlock()
 	for _, f := range idle {
 		t.stats.expired.Add(1)
+		peers += f.release()
 		f.abort()
 	}
-	return len(idle)
+	return len(idle), peers
 }
 
 // len returns the number of flows.

@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"errors"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -27,18 +28,24 @@ type datagramFlow struct {
 	mu sync.Mutex
 	// peers maps each pod-side address the flow sent to to the address
 	// (and, for a mapped destination, the port) replies from it appear to
-	// come from; a zero port keeps the reply's own. Guarded by mu.
+	// come from; a zero port keeps the reply's own. nil once the flow has
+	// ended (release). Guarded by mu.
 	peers map[netip.Addr]netip.AddrPort
 
 	closeOnce sync.Once
 }
 
-// maxPeers bounds the destinations of one flow, each an entry here and,
-// once it answers, a route to the guest: a guest socket that sends from
-// one port to ever more hosts (a scanner, a DHT node) must not grow masq
-// without end. Datagrams to further hosts are dropped and counted with
-// the table's limit; the flow's idle expiry resets it.
-const maxPeers = 1024
+// maxFlowPeers bounds the destinations of one flow, each an entry here and,
+// once it answers, perhaps a route to the guest: a guest socket that sends
+// from one port to ever more hosts (a scanner, a DHT node) must not take
+// the whole table's destination budget (Config.MaxUDPPeers) for itself.
+// Datagrams to further hosts are dropped and counted as limited; the
+// flow's idle expiry resets it. 1024 is far above what a resolver, a game
+// or a VPN client sends to from one port.
+const maxFlowPeers = 1024
+
+// errFlowEnded says a flow was evicted or expired before it could send.
+var errFlowEnded = errors.New("flow ended")
 
 func newDatagramFlow(t *datagramTable, key flowKey, conn UDPConn, idle time.Duration) *datagramFlow {
 	f := &datagramFlow{t: t, key: key, src: key.src, conn: conn, ready: newPodReadiness(conn), idle: idle,
@@ -48,28 +55,52 @@ func newDatagramFlow(t *datagramTable, key flowKey, conn UDPConn, idle time.Dura
 }
 
 // send sends a guest datagram to dst from the pod; guestDst is where the
-// guest sent it (dst unless the policy mapped it).
+// guest sent it (dst unless the policy mapped it). A new destination takes
+// an entry of the table's budget, and may evict the least recently used
+// flows to stay within it.
 func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort) error {
 	seen := netip.AddrPortFrom(guestDst.Addr(), 0)
 	if guestDst != dst {
 		seen = guestDst
 	}
 	f.mu.Lock()
-	if _, ok := f.peers[dst.Addr()]; !ok {
-		if len(f.peers) >= maxPeers {
+	if f.peers == nil {
+		f.mu.Unlock()
+		return errFlowEnded
+	}
+	_, known := f.peers[dst.Addr()]
+	if !known {
+		if len(f.peers) >= f.t.perFlow {
 			f.mu.Unlock()
 			f.t.stats.limited.Add(1)
-			return nil // dropped: see maxPeers
+			return nil // dropped: see maxFlowPeers
 		}
 		f.peers[dst.Addr()] = seen
+		f.t.peers.Add(1) // under f.mu, so release takes back exactly what was added
 	}
 	f.mu.Unlock()
 	f.touch()
+	if !known && f.t.peers.Load() > f.t.maxPeers {
+		f.t.makeRoom(f)
+	}
 	_, err := f.conn.WriteToUDPAddrPort(payload, dst)
 	if err != nil {
 		f.t.stats.sendFailed.Add(1)
 	}
 	return err
+}
+
+// release gives the flow's destination entries back to the table, at
+// once rather than when its goroutine ends, and returns how many there
+// were. The flow sends nothing after it (errFlowEnded) and accepts no
+// reply. It is safe to call more than once.
+func (f *datagramFlow) release() int {
+	f.mu.Lock()
+	n := len(f.peers)
+	f.peers = nil
+	f.mu.Unlock()
+	f.t.peers.Add(-int64(n))
+	return n
 }
 
 // peer returns where the guest sees a reply from the pod-side address
@@ -85,13 +116,16 @@ func (f *datagramFlow) peer(from netip.AddrPort) (netip.AddrPort, bool) {
 }
 
 // readLoop writes the pod socket's datagrams to the guest until the socket
-// is closed; it then releases the flow.
+// is closed; it then releases the flow. Its senders hold a route to the
+// guest per peer that answered: no more than the flow's destination
+// entries, so the table's MaxUDPPeers bounds them too.
 func (f *datagramFlow) readLoop() {
 	senders := make(map[netip.Addr]*stack.Sender, 1)
 	defer func() {
 		for _, s := range senders {
 			s.Close()
 		}
+		f.release()
 		f.t.remove(f)
 		f.t.n.untrack(f)
 	}()

@@ -147,6 +147,9 @@ type fakePod struct {
 	window    [2]uint16
 	requested map[uint16]bool // ports ListenInbound was asked for
 	loopback6 bool            // ListenInbound binds ::1 instead of 127.0.0.1
+	// sink, when set, is a network whose destinations take anything and
+	// never answer: a UDP flow opened toward it gets a sinkUDP, no socket.
+	sink netip.Prefix
 }
 
 func newFakePod() *fakePod {
@@ -195,6 +198,9 @@ func (p *fakePod) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, er
 }
 
 func (p *fakePod) ListenUDP(dst netip.Addr, port uint16) (nat.UDPConn, error) {
+	if p.sink.IsValid() && p.sink.Contains(dst) {
+		return &sinkUDP{sink: p.sink, done: make(chan struct{})}, nil
+	}
 	c, err := nat.KernelPod{}.ListenUDP(netip.IPv4Unspecified(), 0) // loopback servers are IPv4
 	if err != nil {
 		return nil, err
@@ -404,3 +410,46 @@ func (p *fakePod) ListenInbound(proto nat.Protocol, fam nat.Family, port uint16)
 
 // EphemeralPorts returns the machine's range.
 func (p *fakePod) EphemeralPorts() (uint16, uint16, error) { return nat.KernelPod{}.EphemeralPorts() }
+
+// sinkUDP is a pod socket for floods: it takes datagrams to its sink
+// network and sends nothing (nothing leaves the test), and refuses other
+// destinations as unreachable. It holds no file descriptor, so tests can
+// open as many flows as masq allows; like a real socket its flow waits for
+// replies without holding a buffer (SyscallConn).
+type sinkUDP struct {
+	sink netip.Prefix
+	done chan struct{}
+	once sync.Once
+}
+
+func (c *sinkUDP) WriteToUDPAddrPort(b []byte, dst netip.AddrPort) (int, error) {
+	if !c.sink.Contains(dst.Addr()) {
+		return 0, &net.OpError{Op: "write", Net: "udp", Err: syscall.EHOSTUNREACH}
+	}
+	return len(b), nil
+}
+
+func (c *sinkUDP) ReadFromUDPAddrPort([]byte) (int, netip.AddrPort, error) {
+	<-c.done
+	return 0, netip.AddrPort{}, net.ErrClosed
+}
+
+func (c *sinkUDP) Close() error {
+	c.once.Do(func() { close(c.done) })
+	return nil
+}
+
+// SyscallConn gives a RawConn whose reads wait until the socket closes.
+func (c *sinkUDP) SyscallConn() (syscall.RawConn, error) { return sinkRaw(c.done), nil }
+
+// sinkRaw is sinkUDP's RawConn: never readable, closed with its socket.
+type sinkRaw chan struct{}
+
+func (r sinkRaw) Control(func(uintptr)) error { return nil }
+
+func (r sinkRaw) Read(func(uintptr) bool) error {
+	<-r
+	return net.ErrClosed
+}
+
+func (r sinkRaw) Write(func(uintptr) bool) error { return nil }

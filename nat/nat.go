@@ -36,8 +36,24 @@ const (
 	// connection (measured: make bench) under 1 GiB when all are open.
 	DefaultMaxTCP = 32768
 
-	// DefaultMaxUDPFlows bounds UDP flows per guest (pod sockets open).
+	// DefaultMaxUDPFlows bounds UDP flows per guest, and ICMP echo flows
+	// apart: pod sockets open, each with a goroutine. A flow costs about
+	// 4 KiB of masq's memory (measured: 3.7 KiB for the flow, its
+	// goroutine and maps, 0.2 KiB for the socket's Go side; the kernel's
+	// socket is apart), so 8192 cost 32 MiB; a guest needs far fewer at
+	// once, since resolvers' one-shot flows end within 30 s. A new flow
+	// beyond the bound evicts the least recently used one.
 	DefaultMaxUDPFlows = 8192
+
+	// DefaultMaxUDPPeers bounds the destination entries (addresses a flow
+	// has sent to, from which it accepts replies) across all UDP flows,
+	// and ICMP echo flows apart. An entry costs about 130 B (measured),
+	// and 475 B more for its route to the guest once it answers, so
+	// 65536 cost 8 MiB, 39 MiB if all answer; flows times a flow's own
+	// bound (8 Mi entries) cost over 1 GiB. It is 8 destinations for
+	// each of DefaultMaxUDPFlows, or 64 flows at a flow's own bound. A
+	// new destination beyond it evicts the least recently used flows.
+	DefaultMaxUDPPeers = 65536
 
 	// DefaultUDPIdleTimeout ends a UDP flow without traffic, as the
 	// kernel's conntrack does for an assured stream (120 s).
@@ -62,8 +78,13 @@ type Config struct {
 	// MaxTCP bounds TCP connections, outbound and inbound, being dialled
 	// or established; more are refused (RST).
 	MaxTCP int
-	// MaxUDPFlows bounds UDP flows; more are dropped.
+	// MaxUDPFlows bounds UDP flows, and ICMP echo flows apart; beyond it
+	// the least recently used flow is evicted (Stats.UDPEvicted).
 	MaxUDPFlows int
+	// MaxUDPPeers bounds the destinations all UDP flows have sent to (and
+	// ICMP echo flows' apart); beyond it the least recently used flows
+	// are evicted.
+	MaxUDPPeers int
 	// UDPIdleTimeout and DNSIdleTimeout end idle UDP flows.
 	UDPIdleTimeout, DNSIdleTimeout time.Duration
 	// Now is the clock for idle timeouts; nil means time.Now.
@@ -96,6 +117,7 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxTCPPending, DefaultMaxTCPPending)
 	def(&c.MaxTCP, DefaultMaxTCP)
 	def(&c.MaxUDPFlows, DefaultMaxUDPFlows)
+	def(&c.MaxUDPPeers, DefaultMaxUDPPeers)
 	defDur(&c.DialTimeout, DefaultDialTimeout)
 	defDur(&c.InboundDialTimeout, DefaultInboundDialTimeout)
 	defDur(&c.UDPIdleTimeout, DefaultUDPIdleTimeout)
@@ -136,6 +158,9 @@ type NAT struct {
 
 	ping4, ping6 bool // the pod gives ping sockets of the family
 
+	sweepMu sync.Mutex
+	release osRelease // guarded by sweepMu
+
 	syns     *synQuotes         // SYN quotes for ICMP errors
 	fwdDrops *tcpip.StatCounter // SYNs the forwarder dropped over its in-flight bound
 }
@@ -167,10 +192,10 @@ func New(st *stack.Stack, cfg Config) (*NAT, error) {
 	}
 	n.bufs.New = func() any { b := make([]byte, copyBufferSize); return &b }
 	c := &n.stats
-	n.udp = newDatagramTable(n, udpProto{}, cfg.MaxUDPFlows,
-		flowCounters{&c.udpLimited, &c.udpOpened, &c.udpExpired, &c.udpSendFailed})
-	n.icmp = newDatagramTable(n, icmpProto{}, cfg.MaxUDPFlows,
-		flowCounters{&c.icmpLimited, &c.icmpOpened, &c.icmpExpired, &c.icmpSendFailed})
+	n.udp = newDatagramTable(n, udpProto{}, cfg.MaxUDPFlows, cfg.MaxUDPPeers, flowCounters{
+		&c.udpLimited, &c.udpOpened, &c.udpExpired, &c.udpEvicted, &c.udpOpenFailed, &c.udpSendFailed})
+	n.icmp = newDatagramTable(n, icmpProto{}, cfg.MaxUDPFlows, cfg.MaxUDPPeers, flowCounters{
+		&c.icmpLimited, &c.icmpOpened, &c.icmpExpired, &c.icmpEvicted, &c.icmpOpenFailed, &c.icmpSendFailed})
 	ns := st.Netstack()
 	n.fwdDrops = ns.Stats().TCP.ForwardMaxInFlightDrop
 	fwd := tcp.NewForwarder(ns, 0, cfg.MaxTCPPending, n.forwardTCP)
@@ -266,8 +291,11 @@ func (n *NAT) logStats(msg string) {
 	s, l := n.Stats(), n.st.LinkStats()
 	n.log.Info(msg,
 		"tcp_opened", s.TCPOpened, "tcp_dial_failed", s.TCPDialFailed, "tcp_limited", s.TCPLimited,
-		"udp_opened", s.UDPOpened, "udp_expired", s.UDPExpired, "udp_limited", s.UDPLimited, "udp_send_failed", s.UDPSendFailed,
-		"icmp_opened", s.ICMPOpened, "icmp_limited", s.ICMPLimited,
+		"udp_opened", s.UDPOpened, "udp_expired", s.UDPExpired, "udp_evicted", s.UDPEvicted, "udp_limited", s.UDPLimited,
+		"udp_open_failed", s.UDPOpenFailed, "udp_send_failed", s.UDPSendFailed,
+		"icmp_opened", s.ICMPOpened, "icmp_expired", s.ICMPExpired, "icmp_evicted", s.ICMPEvicted, "icmp_limited", s.ICMPLimited,
+		"icmp_open_failed", s.ICMPOpenFailed, "icmp_send_failed", s.ICMPSendFailed,
+		"memory_released", s.MemoryReleased,
 		"inbound_tcp", s.InboundTCP, "inbound_refused", s.InboundRefused, "inbound_udp", s.InboundUDP, "inbound_paused", s.InboundPaused,
 		"dropped_spoofed", s.DroppedSpoofed, "dropped_invalid", s.DroppedInvalid, "refused_gateway", s.RefusedGateway,
 		"link_tx_queue_full", l.TxQueueFull, "link_tx_errors", l.TxErrors,
@@ -314,19 +342,23 @@ func (n *NAT) expireLoop() {
 		case <-n.ctx.Done():
 			return
 		case <-tick.C:
-			n.expire(n.cfg.Now())
+			n.sweep(n.cfg.Now())
 		}
 	}
 }
 
-// expire ends the datagram flows idle at now and returns how many.
-func (n *NAT) expire(now time.Time) int {
+// expire ends the datagram flows idle at now and returns how many, and
+// how many destination entries they held. It also forgets orphaned SYN
+// quotes.
+func (n *NAT) expire(now time.Time) (flows, peers int) {
 	n.syns.expire(now)
-	ended := n.udp.expire(now) + n.icmp.expire(now)
+	uf, up := n.udp.expire(now)
+	icf, icp := n.icmp.expire(now)
+	flows, peers = uf+icf, up+icp
 	if n.in != nil {
-		ended += n.in.udp.expire(now)
+		flows += n.in.udp.expire(now)
 	}
-	return ended
+	return flows, peers
 }
 
 // spawn runs fn on a goroutine that shutdown waits for; false means the

@@ -19,15 +19,28 @@ type Stats struct {
 	TCPLimited uint64
 	// TCPOpened counts TCP connections proxied.
 	TCPOpened uint64
-	// UDPLimited counts UDP packets dropped at the MaxUDPFlows bound.
+	// UDPLimited counts UDP datagrams dropped at a bound: outbound, to a
+	// destination beyond a flow's own (1024 addresses); inbound, from a
+	// client beyond MaxUDPFlows.
 	UDPLimited uint64
 	// UDPOpened and UDPExpired count UDP flows opened and ended idle.
 	UDPOpened, UDPExpired uint64
+	// UDPEvicted counts UDP flows ended early, least recently used first,
+	// to make room for a new flow or destination at the MaxUDPFlows or
+	// MaxUDPPeers bound.
+	UDPEvicted uint64
+	// UDPOpenFailed counts guest datagrams dropped because no pod socket
+	// could be opened for their flow (the guest is told "unreachable").
+	UDPOpenFailed uint64
 	// UDPSendFailed counts guest datagrams the pod socket failed to send.
 	UDPSendFailed uint64
-	// ICMPLimited, ICMPOpened, ICMPExpired and ICMPSendFailed are the same
-	// for ICMP echo flows (one per guest echo identifier).
-	ICMPLimited, ICMPOpened, ICMPExpired, ICMPSendFailed uint64
+	// ICMPLimited, ICMPOpened, ICMPExpired, ICMPEvicted, ICMPOpenFailed
+	// and ICMPSendFailed are the same for ICMP echo flows (one per guest
+	// echo identifier).
+	ICMPLimited, ICMPOpened, ICMPExpired, ICMPEvicted, ICMPOpenFailed, ICMPSendFailed uint64
+	// MemoryReleased counts the times masq returned freed memory to the
+	// operating system after idle flows ended in bulk.
+	MemoryReleased uint64
 	// InboundTCP counts inbound connections spliced to the guest;
 	// InboundRefused those the guest refused or never answered (their
 	// clients got a RST).
@@ -44,7 +57,9 @@ type counters struct {
 	droppedSpoofed, droppedInvalid, refusedGateway        atomic.Uint64
 	tcpDialFailed, tcpLimited, tcpOpened, tcpOpen         atomic.Uint64
 	udpLimited, udpOpened, udpExpired, udpSendFailed      atomic.Uint64
+	udpEvicted, udpOpenFailed                             atomic.Uint64
 	icmpLimited, icmpOpened, icmpExpired, icmpSendFailed  atomic.Uint64
+	icmpEvicted, icmpOpenFailed, memoryReleased           atomic.Uint64
 	inboundTCP, inboundRefused, inboundUDP, inboundPaused atomic.Uint64
 }
 
@@ -66,6 +81,11 @@ func (n *NAT) Stats() Stats {
 		ICMPOpened:     c.icmpOpened.Load(),
 		ICMPExpired:    c.icmpExpired.Load(),
 		ICMPSendFailed: c.icmpSendFailed.Load(),
+		UDPEvicted:     c.udpEvicted.Load(),
+		UDPOpenFailed:  c.udpOpenFailed.Load(),
+		ICMPEvicted:    c.icmpEvicted.Load(),
+		ICMPOpenFailed: c.icmpOpenFailed.Load(),
+		MemoryReleased: c.memoryReleased.Load(),
 		InboundTCP:     c.inboundTCP.Load(),
 		InboundRefused: c.inboundRefused.Load(),
 		InboundUDP:     c.inboundUDP.Load(),

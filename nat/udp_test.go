@@ -172,22 +172,6 @@ func TestUDPGatewayRefused(t *testing.T) {
 	}
 }
 
-func TestUDPFlowLimit(t *testing.T) {
-	pod := newFakePod()
-	dst := netip.AddrPortFrom(world4, 7)
-	pod.route(dst, udpEcho(t))
-	g, n := harness(t, pod, func(c *nat.Config) { c.MaxUDPFlows = 2 })
-	for i := 0; i < 3; i++ {
-		_, _, err := udpRoundTrip(guestUDP(t, g, guest4.Addr()), dst, "x", 500*time.Millisecond)
-		if (i < 2) != (err == nil) {
-			t.Fatalf("flow %d: err = %v; want the first two answered, the third dropped", i, err)
-		}
-	}
-	if s := n.Stats(); s.UDPLimited == 0 || n.UDPFlows() != 2 {
-		t.Fatalf("UDPLimited = %d, flows = %d; want > 0 and 2", s.UDPLimited, n.UDPFlows())
-	}
-}
-
 func TestUDPUnreachableFamilyAnsweredAtOnce(t *testing.T) {
 	pod := newFakePod()
 	dst := netip.MustParseAddrPort("[2001:db8::99]:53")
