@@ -195,7 +195,7 @@ func (p *fakePod) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, er
 }
 
 func (p *fakePod) ListenUDP(dst netip.Addr, port uint16) (nat.UDPConn, error) {
-	c, err := nat.KernelPod{}.ListenUDP(netip.IPv4Unspecified(), 0) // loopback servers are IPv4
+	c, err := nat.KernelPod{}.ListenUDP(netip.IPv4Unspecified(), port) // loopback servers are IPv4
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/masqnet/masq/internal/memguest"
+	"github.com/masqnet/masq/nat"
 )
 
 // reuseConns is how many connections TestTCPPortReuse opens per case. The
@@ -258,4 +259,66 @@ func inboundRequest(from, dst netip.AddrPort, clientFirst bool) (time.Duration, 
 		}
 	}
 	return took, seen, nil
+}
+
+// TestUDPFlowReusedAfterExpiry is port reuse for UDP: the guest sends
+// again from a port whose flow has just expired. The first datagram must
+// open a fresh flow at once, bound to the same pod port as before (the old
+// socket is closed before ExpireUDP returns), and its reply come back.
+func TestUDPFlowReusedAfterExpiry(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	pod := newFakePod()
+	dst := netip.AddrPortFrom(world4, 7)
+	pod.route(dst, udpWhoami(t))
+	g, n := harness(t, pod, func(c *nat.Config) { c.Now = clock })
+	port := freePort(t)
+	c, err := gonet.DialUDP(g.Stack, &tcpip.FullAddress{NIC: memguest.NIC, Addr: memguest.Addr(guest4.Addr()), Port: port}, nil, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const rounds = 50
+	for i := range rounds {
+		got, _, err := udpRoundTrip(c, dst, "x", 2*time.Second)
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if want := itoa(port); got != want {
+			t.Fatalf("round %d: the server saw pod port %s, want the guest's %s", i, got, want)
+		}
+		mu.Lock()
+		now = now.Add(nat.DefaultUDPIdleTimeout + time.Second)
+		mu.Unlock()
+		if got := n.ExpireUDP(clock()); got != 1 {
+			t.Fatalf("round %d: expired %d flows, want 1", i, got)
+		}
+	}
+	if got := n.Stats().UDPExpired; got != rounds {
+		t.Errorf("UDPExpired = %d, want %d", got, rounds)
+	}
+}
+
+// udpWhoami runs a loopback UDP server that answers each datagram with
+// the sender's port, until the test ends.
+func udpWhoami(t *testing.T) netip.AddrPort {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { c.Close(); wg.Wait() })
+	wg.Go(func() {
+		buf := make([]byte, 2048)
+		for {
+			_, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			c.WriteToUDPAddrPort([]byte(itoa(from.Port())), from)
+		}
+	})
+	return netip.MustParseAddrPort(c.LocalAddr().String())
 }
