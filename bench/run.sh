@@ -453,10 +453,11 @@ na() {
 }
 
 # The tests in the order they run, every run of one before the next. crr
-# goes last: it leaves thousands of closed connections behind, which some
-# implementations keep for a while (slirp4netns scans them on every event
-# and its RSS grows by hundreds of MiB), slowing whatever runs after.
-readonly TESTS="tcp_out_1 tcp_out_4 tcp_in_1 tcp_in_4 udp_out rr crr"
+# and crr_server go last: they leave thousands of closed connections
+# behind, which some implementations keep for a while (slirp4netns scans
+# them on every event and its RSS grows by hundreds of MiB), slowing
+# whatever runs after.
+readonly TESTS="tcp_out_1 tcp_out_4 tcp_in_1 tcp_in_4 udp_out rr crr crr_server"
 readonly IN_TESTS="tcp_in_1 tcp_in_4" # the rest are guest→out
 
 # run_test IMPL MTU TEST RUN: one run of TEST, through measure.
@@ -474,6 +475,7 @@ run_test() {
 	udp_out) measure "$@" "$GUEST" iperf3 -c "$OUT_ADDR4" -u -b "$UDP_RATE" -l $((mtu - 28)) -w 4M \
 		-J -t "$DURATION" -p "$IPERF_PORT" ;;
 	rr | crr) measure "$@" "$GUEST" "$WORK/bin/tcprr" -c "$OUT_ADDR4:$RR_PORT" -mode "$test" -t "${DURATION}s" ;;
+	crr_server) measure "$@" "$GUEST" "$WORK/bin/tcprr" -c "$OUT_ADDR4:$RR_PORT" -mode crr-server -t "${DURATION}s" ;;
 	esac
 }
 

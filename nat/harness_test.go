@@ -201,7 +201,7 @@ func (p *fakePod) ListenUDP(dst netip.Addr, port uint16) (nat.UDPConn, error) {
 	if p.sink.IsValid() && p.sink.Contains(dst) {
 		return &sinkUDP{sink: p.sink, done: make(chan struct{})}, nil
 	}
-	c, err := nat.KernelPod{}.ListenUDP(netip.IPv4Unspecified(), 0) // loopback servers are IPv4
+	c, err := nat.KernelPod{}.ListenUDP(netip.IPv4Unspecified(), port) // loopback servers are IPv4
 	if err != nil {
 		return nil, err
 	}

@@ -66,7 +66,7 @@ func parseInto(r *run, b []byte) error {
 			return fmt.Errorf("iperf3 measured nothing")
 		}
 		r.Value = ptr(v / 1e9)
-	case r.Test == "rr" || r.Test == "crr":
+	case r.Test == "rr" || r.Test == "crr" || r.Test == "crr_server":
 		var out struct {
 			Rate       float64 `json:"rate"`
 			FirstError string  `json:"first_error"`

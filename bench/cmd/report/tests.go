@@ -35,6 +35,7 @@ var tests = []test{
 	{"udp_loss", "UDP guest→out, loss", percent, false},
 	{"rr", "TCP RR, transactions", perSec, false},
 	{"crr", "TCP CRR, connections", perSec, false},
+	{"crr_server", "TCP CRR, server closes", perSec, false},
 	{"rss_idle", "RSS, idle after setup", mib, false},
 	{"rss_conns", "RSS, idle TCP conns open", mib, false},
 	{"conn_kib", "RSS per idle TCP conn", kib, false},
@@ -43,7 +44,7 @@ var tests = []test{
 
 // costTests are the rows whose runs carry the implementation's CPU time and
 // peak RSS.
-var costTests = []string{"tcp_out_1", "tcp_out_4", "tcp_in_1", "tcp_in_4", "udp_out", "rr", "crr"}
+var costTests = []string{"tcp_out_1", "tcp_out_4", "tcp_in_1", "tcp_in_4", "udp_out", "rr", "crr", "crr_server"}
 
 func testByID(id string) (test, bool) {
 	for _, t := range tests {

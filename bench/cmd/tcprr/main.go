@@ -1,11 +1,13 @@
 // Command tcprr measures TCP transaction rates through a network path: the
 // request/response rate (rr: 1-byte ping-pong on one connection) and the
 // connection rate (crr: connect, 1-byte exchange, close), as netperf's
-// TCP_RR and TCP_CRR do.
+// TCP_RR and TCP_CRR do; crr-server is crr with the server closing first,
+// as an HTTP/1.0 server does.
 //
 //	tcprr -s -l :7000                     serve (echo every byte until EOF)
 //	tcprr -c 198.18.0.1:7000 -mode rr -t 3s
 //	tcprr -c 198.18.0.1:7000 -mode crr -t 3s
+//	tcprr -c 198.18.0.1:7000 -mode crr-server -t 3s
 //	tcprr -c 198.18.0.2:5201 -mode dial   one connect, for a reachability probe
 //
 // The client prints one JSON object ({"mode", "transactions", "seconds",
@@ -28,6 +30,8 @@ import (
 const (
 	rrByte  = 'r'
 	crrByte = 'c'
+	// crrServerByte also asks the server to close once it has echoed it.
+	crrServerByte = 's'
 )
 
 // dialTimeout bounds one connect: a black-holed path must fail the run, not
@@ -48,7 +52,7 @@ func main() {
 	serve := flag.Bool("s", false, "serve")
 	listen := flag.String("l", ":7000", "address to serve on")
 	addr := flag.String("c", "", "server address to measure against")
-	mode := flag.String("mode", "rr", "rr, crr or dial")
+	mode := flag.String("mode", "rr", "rr, crr, crr-server or dial")
 	dur := flag.Duration("t", 3*time.Second, "measurement duration")
 	flag.Parse()
 	log.SetFlags(0)
@@ -92,7 +96,8 @@ func serve(ln net.Listener) error {
 	}
 }
 
-// echo answers every byte with itself until the client closes.
+// echo answers every byte with itself until the client closes, or closes
+// itself after echoing crrServerByte.
 func echo(c net.Conn) {
 	defer c.Close()
 	b := make([]byte, 1)
@@ -100,7 +105,7 @@ func echo(c net.Conn) {
 		if _, err := io.ReadFull(c, b); err != nil {
 			return
 		}
-		if _, err := c.Write(b); err != nil {
+		if _, err := c.Write(b); err != nil || b[0] == crrServerByte {
 			return
 		}
 	}
@@ -114,6 +119,8 @@ func runClient(addr, mode string, dur time.Duration) (result, error) {
 		once = func(c *net.Conn) error { return rr(addr, c) }
 	case "crr":
 		once = func(*net.Conn) error { return crr(addr) }
+	case "crr-server":
+		once = func(*net.Conn) error { return crrServer(addr) }
 	case "dial":
 		c, err := net.DialTimeout("tcp", addr, dialTimeout)
 		if err != nil {
@@ -123,7 +130,7 @@ func runClient(addr, mode string, dur time.Duration) (result, error) {
 		res.Transactions = 1
 		return res, nil
 	default:
-		return res, fmt.Errorf("unknown mode %q (want rr, crr or dial)", mode)
+		return res, fmt.Errorf("unknown mode %q (want rr, crr, crr-server or dial)", mode)
 	}
 	var conn net.Conn
 	defer func() {
@@ -179,6 +186,26 @@ func crr(addr string) error {
 	}
 	defer c.Close()
 	return exchange(c, crrByte)
+}
+
+// crrServer is crr with the server closing first, as an HTTP/1.0 server
+// does: TIME_WAIT lands on the server's side, and on the side of whatever
+// proxies the client's connection, which must still take the client's
+// next connection from the same port at once (masq issue #16).
+func crrServer(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, dialTimeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := exchange(c, crrServerByte); err != nil {
+		return err
+	}
+	var b [1]byte
+	if n, err := c.Read(b[:]); err != io.EOF {
+		return fmt.Errorf("after the echo: read %d bytes, %v; want the server's EOF", n, err)
+	}
+	return nil
 }
 
 // exchange writes b and reads the 1-byte echo, within dialTimeout.

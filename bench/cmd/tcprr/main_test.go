@@ -13,7 +13,7 @@ func TestClientModes(t *testing.T) {
 	}
 	defer ln.Close()
 	go serve(ln)
-	for _, mode := range []string{"rr", "crr", "dial"} {
+	for _, mode := range []string{"rr", "crr", "crr-server", "dial"} {
 		res, err := runClient(ln.Addr().String(), mode, 100*time.Millisecond)
 		if err != nil {
 			t.Fatalf("%s: %v", mode, err)
