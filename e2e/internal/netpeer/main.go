@@ -15,6 +15,7 @@
 //	netpeer tcpmany  -to ADDR -n N                 N concurrent echoed connections, all open at once
 //	netpeer udpquery -to ADDR [-bind ADDR] -msg M  one datagram, prints the reply and its source
 //	netpeer dnsquery -to ADDR [-tcp]               one A query for masq.test, prints the answer and its source
+//	netpeer send|recv|pull|push                    streams in small writes: see stream.go
 package main
 
 import (
@@ -49,7 +50,8 @@ func main() {
 	bind := fs.String("bind", "", "udpquery: local address to send from")
 	msg := fs.String("msg", "hello", "udpquery: payload")
 	echo := fs.String("echo", "", "connect: send this, half-close, and print the echo")
-	size := fs.Int("size", 1<<20, "http: body size in bytes")
+	size := fs.Int("size", 1<<20, "http, send, push: bytes to send")
+	chunk := fs.Int("chunk", 100, "send, push: bytes per write")
 	n := fs.Int("n", 1000, "tcpmany: connections")
 	quiet := fs.Bool("quiet", false, "tcpecho: do not print a line per connection")
 	useTCP := fs.Bool("tcp", false, "dnsquery: over TCP")
@@ -74,6 +76,14 @@ func main() {
 		err = udpQuery(*bind, *to, *msg, *timeout)
 	case "dnsquery":
 		err = dnsQuery(*to, *useTCP, *timeout)
+	case "send":
+		err = serveSend(split(*listen), *size, *chunk)
+	case "recv":
+		err = serveRecv(split(*listen))
+	case "pull":
+		err = pull(*to, *timeout)
+	case "push":
+		err = push(*to, *size, *chunk, *timeout)
 	default:
 		err = fmt.Errorf("unknown mode %q", mode)
 	}
