@@ -2,6 +2,7 @@ package nat
 
 import (
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -22,6 +23,27 @@ type datagramProto interface {
 	// reply writes payload, read from the pod socket, to the guest from
 	// src to dst.
 	reply(s *stack.Sender, src, dst netip.AddrPort, payload []byte) error
+	// echo reports whether the protocol is ICMP echo.
+	echo() bool
+}
+
+// datagramEnv is what a datagram table and its flows share, passed in
+// by the NAT as values: none of it owns the flows. The table holds it and
+// each flow points to it.
+type datagramEnv struct {
+	pod   Pod
+	st    *stack.Stack // writes replies to the guest
+	reg   *registry    // tracks each flow's goroutine
+	bufs  *bufferPool
+	now   func() time.Time
+	log   *slog.Logger
+	proto datagramProto
+	stats flowCounters
+	// idle returns the idle timeout of a flow toward dst (policy).
+	idle func(dst netip.AddrPort) time.Duration
+
+	perFlow int          // destination entries of one flow: min(maxFlowPeers, the table's bound)
+	peers   atomic.Int64 // destination entries held by the table's flows
 }
 
 // flowCounters are one datagram table's counters in counters.
@@ -41,14 +63,9 @@ type flowCounters struct {
 // own table still opens new flows (its DNS queries among them); only the
 // flood's oldest flows lose their mapping.
 type datagramTable struct {
-	n        *NAT
-	proto    datagramProto
-	stats    flowCounters
+	env      *datagramEnv
 	maxFlows int
 	maxPeers int64 // destination entries across all flows
-	perFlow  int   // destination entries of one flow: min(maxFlowPeers, maxPeers)
-
-	peers atomic.Int64 // destination entries held by the table's flows
 
 	mu    sync.Mutex
 	flows map[flowKey]*datagramFlow // guarded by mu
@@ -62,9 +79,13 @@ type flowKey struct {
 	pod4 bool
 }
 
-func newDatagramTable(n *NAT, proto datagramProto, maxFlows, maxPeers int, stats flowCounters) *datagramTable {
-	return &datagramTable{n: n, proto: proto, maxFlows: maxFlows, maxPeers: int64(maxPeers),
-		perFlow: min(maxFlowPeers, maxPeers), stats: stats, flows: make(map[flowKey]*datagramFlow)}
+// newDatagramTable returns a table of at most maxFlows flows holding at
+// most maxPeers destination entries in all; env's perFlow and peers are
+// its to set.
+func newDatagramTable(env *datagramEnv, maxFlows, maxPeers int) *datagramTable {
+	env.perFlow = min(maxFlowPeers, maxPeers)
+	return &datagramTable{env: env, maxFlows: maxFlows, maxPeers: int64(maxPeers),
+		flows: make(map[flowKey]*datagramFlow)}
 }
 
 // forward sends one guest datagram: payload from src, toward dst as the
@@ -81,15 +102,20 @@ func (t *datagramTable) forward(src, dst netip.AddrPort, d Decision, payload []b
 	for try := 0; try < 2; try++ {
 		f, ferr := t.flow(src, d.Dst)
 		if ferr != nil {
-			t.stats.openFailed.Add(1)
+			t.env.stats.openFailed.Add(1)
 			return false // no pod socket for dst's family
 		}
-		if err = f.send(payload, d.Dst, dst); !errors.Is(err, errFlowEnded) {
+		var added bool
+		added, err = f.send(payload, d.Dst, dst)
+		if added && t.env.peers.Load() > t.maxPeers {
+			t.makeRoom(f)
+		}
+		if !errors.Is(err, errFlowEnded) {
 			break
 		}
 	}
 	if errors.Is(err, errFlowEnded) {
-		t.stats.sendFailed.Add(1) // ended twice in a row: dropped
+		t.env.stats.sendFailed.Add(1) // ended twice in a row: dropped
 	}
 	return !errors.Is(err, syscall.ENETUNREACH) && !errors.Is(err, syscall.EHOSTUNREACH)
 }
@@ -102,27 +128,26 @@ func (t *datagramTable) flow(src, dst netip.AddrPort) (*datagramFlow, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if f := t.flows[key]; f != nil {
-		return f, nil
+		if !f.ended.Load() {
+			return f, nil
+		}
+		delete(t.flows, key) // its socket failed: a fresh one
 	}
-	conn, err := t.proto.listen(t.n.cfg.Pod, dst.Addr(), src.Port())
+	conn, err := t.env.proto.listen(t.env.pod, dst.Addr(), src.Port())
 	if err != nil {
-		t.n.log.Debug("flow refused", "src", src, "dst", dst, "err", err)
+		t.env.log.Debug("flow refused", "src", src, "dst", dst, "err", err)
 		return nil, err
 	}
-	idle := t.n.cfg.UDPIdleTimeout
-	if dst.Port() == dnsPort || dst.Port() == 0 { // DNS, or an ICMP echo
-		idle = t.n.cfg.DNSIdleTimeout
-	}
-	f := newDatagramFlow(t, key, conn, idle)
-	if !t.n.track(f) {
+	f := newDatagramFlow(t.env, key, conn, t.env.idle(dst))
+	if !t.env.reg.track(f) {
 		conn.Close()
 		return nil, net.ErrClosed
 	}
 	for len(t.flows) >= t.maxFlows && t.evictLocked(nil) {
 	}
 	t.flows[key] = f
-	t.stats.opened.Add(1)
-	go f.readLoop()
+	t.env.stats.opened.Add(1)
+	go f.readLoop() // tracked above: the registry waits for it
 	return f, nil
 }
 
@@ -131,7 +156,7 @@ func (t *datagramTable) flow(src, dst netip.AddrPort) (*datagramFlow, error) {
 // one and must not lose it.
 func (t *datagramTable) makeRoom(keep *datagramFlow) {
 	t.mu.Lock()
-	for t.peers.Load() > t.maxPeers && t.evictLocked(keep) {
+	for t.env.peers.Load() > t.maxPeers && t.evictLocked(keep) {
 	}
 	t.mu.Unlock()
 }
@@ -151,7 +176,7 @@ func (t *datagramTable) evictLocked(keep *datagramFlow) bool {
 		return false
 	}
 	delete(t.flows, f.key)
-	t.stats.evicted.Add(1)
+	t.env.stats.evicted.Add(1)
 	f.release()
 	f.abort()
 	return true
@@ -166,22 +191,13 @@ func (t *datagramTable) all(yield func(*datagramFlow, int64) bool) {
 	}
 }
 
-// remove forgets f if it is still the table's flow for its key.
-func (t *datagramTable) remove(f *datagramFlow) {
-	t.mu.Lock()
-	if t.flows[f.key] == f {
-		delete(t.flows, f.key)
-	}
-	t.mu.Unlock()
-}
-
 // expire ends the flows idle at now for longer than their timeout. It
 // returns how many it ended and how many destination entries they held.
 func (t *datagramTable) expire(now time.Time) (flows, peers int) {
 	t.mu.Lock()
 	var idle []*datagramFlow
 	for k, f := range t.flows {
-		if f.idleSince(now) > f.idle {
+		if f.ended.Load() || f.idleSince(now) > f.idle {
 			// Out of the table before its socket closes: a datagram
 			// arriving meanwhile opens a fresh flow instead of being
 			// sent on a closed socket.
@@ -194,7 +210,7 @@ func (t *datagramTable) expire(now time.Time) (flows, peers int) {
 	}
 	t.mu.Unlock()
 	for _, f := range idle {
-		t.stats.expired.Add(1)
+		t.env.stats.expired.Add(1)
 		peers += f.release()
 		f.abort()
 	}

@@ -16,7 +16,7 @@ import (
 // 4787's recommended mode for security) and written to the guest from the
 // address it sent to.
 type datagramFlow struct {
-	t     *datagramTable
+	env   *datagramEnv
 	key   flowKey
 	src   netip.AddrPort // the guest's address and port
 	conn  UDPConn
@@ -24,6 +24,9 @@ type datagramFlow struct {
 	idle  time.Duration
 
 	lastActive atomic.Int64 // Config.Now at the last packet, in Unix ns
+	// ended is set when the read loop has ended on its own (the socket
+	// failed): the table then replaces or sweeps the flow.
+	ended atomic.Bool
 
 	mu sync.Mutex
 	// peers maps each pod-side address the flow sent to to the address
@@ -47,8 +50,8 @@ const maxFlowPeers = 1024
 // errFlowEnded says a flow was evicted or expired before it could send.
 var errFlowEnded = errors.New("flow ended")
 
-func newDatagramFlow(t *datagramTable, key flowKey, conn UDPConn, idle time.Duration) *datagramFlow {
-	f := &datagramFlow{t: t, key: key, src: key.src, conn: conn, ready: newPodReadiness(conn), idle: idle,
+func newDatagramFlow(env *datagramEnv, key flowKey, conn UDPConn, idle time.Duration) *datagramFlow {
+	f := &datagramFlow{env: env, key: key, src: key.src, conn: conn, ready: newPodReadiness(conn), idle: idle,
 		peers: make(map[netip.Addr]netip.AddrPort, 1)}
 	f.touch()
 	return f
@@ -56,9 +59,9 @@ func newDatagramFlow(t *datagramTable, key flowKey, conn UDPConn, idle time.Dura
 
 // send sends a guest datagram to dst from the pod; guestDst is where the
 // guest sent it (dst unless the policy mapped it). A new destination takes
-// an entry of the table's budget, and may evict the least recently used
-// flows to stay within it.
-func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort) error {
+// an entry of the table's budget (added reports it); the table then
+// evicts to stay within its bound.
+func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort) (added bool, err error) {
 	seen := netip.AddrPortFrom(guestDst.Addr(), 0)
 	if guestDst != dst {
 		seen = guestDst
@@ -66,28 +69,24 @@ func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort) error 
 	f.mu.Lock()
 	if f.peers == nil {
 		f.mu.Unlock()
-		return errFlowEnded
+		return false, errFlowEnded
 	}
 	_, known := f.peers[dst.Addr()]
 	if !known {
-		if len(f.peers) >= f.t.perFlow {
+		if len(f.peers) >= f.env.perFlow {
 			f.mu.Unlock()
-			f.t.stats.limited.Add(1)
-			return nil // dropped: see maxFlowPeers
+			f.env.stats.limited.Add(1)
+			return false, nil // dropped: see maxFlowPeers
 		}
 		f.peers[dst.Addr()] = seen
-		f.t.peers.Add(1) // under f.mu, so release takes back exactly what was added
+		f.env.peers.Add(1) // under f.mu, so release takes back exactly what was added
 	}
 	f.mu.Unlock()
 	f.touch()
-	if !known && f.t.peers.Load() > f.t.maxPeers {
-		f.t.makeRoom(f)
+	if _, err = f.conn.WriteToUDPAddrPort(payload, dst); err != nil {
+		f.env.stats.sendFailed.Add(1)
 	}
-	_, err := f.conn.WriteToUDPAddrPort(payload, dst)
-	if err != nil {
-		f.t.stats.sendFailed.Add(1)
-	}
-	return err
+	return !known, err
 }
 
 // release gives the flow's destination entries back to the table, at
@@ -99,7 +98,7 @@ func (f *datagramFlow) release() int {
 	n := len(f.peers)
 	f.peers = nil
 	f.mu.Unlock()
-	f.t.peers.Add(-int64(n))
+	f.env.peers.Add(-int64(n))
 	return n
 }
 
@@ -126,21 +125,21 @@ func (f *datagramFlow) readLoop() {
 			s.Close()
 		}
 		f.release()
-		f.t.remove(f)
-		f.t.n.untrack(f)
+		f.ended.Store(true)
+		f.env.reg.untrack(f)
 	}()
 	for {
 		if f.ready != nil && f.ready.wait() != nil {
 			return
 		}
-		b := f.t.n.getBuffer()
+		b := f.env.bufs.get()
 		nr, from, err := f.conn.ReadFromUDPAddrPort(*b)
 		if err != nil {
-			f.t.n.putBuffer(b)
+			f.env.bufs.put(b)
 			return
 		}
 		f.reply((*b)[:nr], from, senders)
-		f.t.n.putBuffer(b)
+		f.env.bufs.put(b)
 	}
 }
 
@@ -153,17 +152,17 @@ func (f *datagramFlow) reply(payload []byte, from netip.AddrPort, senders map[ne
 	s := senders[src.Addr()]
 	if s == nil {
 		var err error
-		if s, err = f.t.n.st.NewSender(src.Addr(), f.src.Addr()); err != nil {
+		if s, err = f.env.st.NewSender(src.Addr(), f.src.Addr()); err != nil {
 			return
 		}
 		senders[src.Addr()] = s
 	}
 	f.touch()
-	f.t.proto.reply(s, src, f.src, payload)
+	f.env.proto.reply(s, src, f.src, payload)
 }
 
 // touch records activity now.
-func (f *datagramFlow) touch() { f.lastActive.Store(f.t.n.cfg.Now().UnixNano()) }
+func (f *datagramFlow) touch() { f.lastActive.Store(f.env.now().UnixNano()) }
 
 // idleSince returns how long the flow has been idle at now.
 func (f *datagramFlow) idleSince(now time.Time) time.Duration {

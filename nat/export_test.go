@@ -31,13 +31,11 @@ func (n *NAT) HasUDPFlow(src netip.AddrPort) bool {
 }
 
 // UDPPeers returns the destination entries the UDP flows hold.
-func (n *NAT) UDPPeers() int { return int(n.udp.peers.Load()) }
+func (n *NAT) UDPPeers() int { return int(n.udp.env.peers.Load()) }
 
 // FlowGoroutines returns the flows whose goroutines have not ended yet.
 func (n *NAT) FlowGoroutines() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return len(n.flows)
+	return n.reg.len()
 }
 
 func OutsideRange(first, last uint16) [][2]uint16 { return outsideRange(first, last) }

@@ -14,9 +14,9 @@ import (
 // allocates its reader, writer and waiter entries on every call). It is
 // used by one reader and one writer goroutine at a time.
 type guestConn struct {
-	n  *NAT
-	ep tcpip.Endpoint
-	wq *waiter.Queue
+	bufs *bufferPool
+	ep   tcpip.Endpoint
+	wq   *waiter.Queue
 
 	readEntry  waiter.Entry
 	readReady  chan struct{}
@@ -34,8 +34,8 @@ var errGuestClosed = errors.New("guest connection closed")
 // readEvents are the events that make a read return: data, EOF, error.
 const readEvents = waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr
 
-func newGuestConn(n *NAT, ep tcpip.Endpoint, wq *waiter.Queue) *guestConn {
-	g := &guestConn{n: n, ep: ep, wq: wq}
+func newGuestConn(bufs *bufferPool, ep tcpip.Endpoint, wq *waiter.Queue) *guestConn {
+	g := &guestConn{bufs: bufs, ep: ep, wq: wq}
 	g.readEntry, g.readReady = waiter.NewChannelEntry(readEvents)
 	g.writeEntry, g.writeReady = waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
 	return g
@@ -56,7 +56,7 @@ func (g *guestConn) waitReadable() {
 // read implements halfConn.read.
 func (g *guestConn) read() (*[]byte, int, error) {
 	g.waitReadable()
-	b := g.n.getBuffer()
+	b := g.bufs.get()
 	nr, err := g.Read(*b)
 	return b, nr, err
 }

@@ -19,6 +19,8 @@ func (icmpProto) listen(pod Pod, dst netip.Addr, _ uint16) (UDPConn, error) {
 	return pod.ListenPing(dst)
 }
 
+func (icmpProto) echo() bool { return true }
+
 // reply writes an echo reply read from a ping socket to the guest with
 // the guest's identifier (dst's port).
 func (icmpProto) reply(s *stack.Sender, _, dst netip.AddrPort, msg []byte) error {
@@ -46,8 +48,8 @@ func (n *NAT) handleICMP(id gstack.TransportEndpointID, pkt *gstack.PacketBuffer
 	if n.stats.count(d.Action) != Forward || !n.pingOK(dst.Addr()) {
 		return true // dropped: no reply is ever faked
 	}
-	b := n.getBuffer()
-	defer n.putBuffer(b)
+	b := n.bufs.get()
+	defer n.bufs.put(b)
 	m := copy(*b, hdr)
 	data, ok := pkt.Data().PullUp(pkt.Data().Size())
 	if !ok {

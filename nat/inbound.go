@@ -259,7 +259,7 @@ func (in *inbound) accept(s *inSocket) {
 			continue
 		}
 		client := sockaddrToAddrPort(sa)
-		if !in.n.spawn(func() { defer in.n.releaseTCP(); in.forwardTCP(fd, client, s) }) {
+		if !in.n.reg.spawn(func() { defer in.n.releaseTCP(); in.forwardTCP(fd, client, s) }) {
 			in.n.releaseTCP()
 			unix.Close(fd)
 			return
@@ -297,13 +297,13 @@ func (in *inbound) forwardTCP(fd int, client netip.AddrPort, s *inSocket) {
 		resetConn(conn)
 		return
 	}
-	flow := newTCPFlow(n, ep, wq, conn)
-	if !n.track(flow) {
+	flow := newTCPFlow(n.bufs, ep, wq, conn)
+	if !n.reg.track(flow) {
 		flow.abort()
 		flow.close()
 		return
 	}
-	defer n.untrack(flow)
+	defer n.reg.untrack(flow)
 	n.stats.inboundTCP.Add(1)
 	flow.splice()
 }

@@ -141,17 +141,14 @@ type NAT struct {
 	st    *stack.Stack
 	log   *slog.Logger
 	stats counters
-	bufs  sync.Pool // *[]byte of copyBufferSize
+	bufs  *bufferPool
+	reg   *registry      // open flows and their goroutines
+	loops sync.WaitGroup // the NAT's own goroutines: expiry, reports, inbound
 
 	ctx    context.Context // ends when Run's does; flows derive from it
 	cancel context.CancelFunc
 
 	shutdownOnce sync.Once
-
-	mu     sync.Mutex
-	closed bool              // no new flow may start; guarded by mu
-	flows  map[flow]struct{} // open flows, closed on shutdown; guarded by mu
-	wg     sync.WaitGroup    // every flow goroutine
 
 	udp, icmp *datagramTable
 	in        *inbound // nil without Config.Inbound
@@ -165,14 +162,6 @@ type NAT struct {
 	fwdDrops *tcpip.StatCounter // SYNs the forwarder dropped over its in-flight bound
 }
 
-// flow is an open proxied flow that shutdown must close.
-type flow interface{ abort() }
-
-// copyBufferSize is the size of the pooled copy buffers: 64 KiB, one
-// maximal TCP segment of the largest MTU, so jumbo flows copy a segment per
-// system call.
-const copyBufferSize = 64 << 10
-
 // New installs a NAT on st: from now on the guest's TCP and UDP flows are
 // handed to it. Run serves them; Close releases a NAT that will not Run.
 func New(st *stack.Stack, cfg Config) (*NAT, error) {
@@ -184,18 +173,22 @@ func New(st *stack.Stack, cfg Config) (*NAT, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &NAT{
 		cfg: cfg, st: st, log: cfg.Logger, ctx: ctx, cancel: cancel,
-		flows: make(map[flow]struct{}),
+		bufs: newBufferPool(), reg: newRegistry(),
 		// The forwarder holds at most MaxTCPPending SYNs; twice that
 		// leaves room for entries awaiting their ttl. An entry lives at
 		// most as long as its dial, plus slack.
 		syns: newSYNQuotes(2*cfg.MaxTCPPending, cfg.DialTimeout+synQuoteSlack),
 	}
-	n.bufs.New = func() any { b := make([]byte, copyBufferSize); return &b }
 	c := &n.stats
-	n.udp = newDatagramTable(n, udpProto{}, cfg.MaxUDPFlows, cfg.MaxUDPPeers, flowCounters{
-		&c.udpLimited, &c.udpOpened, &c.udpExpired, &c.udpEvicted, &c.udpOpenFailed, &c.udpSendFailed})
-	n.icmp = newDatagramTable(n, icmpProto{}, cfg.MaxUDPFlows, cfg.MaxUDPPeers, flowCounters{
-		&c.icmpLimited, &c.icmpOpened, &c.icmpExpired, &c.icmpEvicted, &c.icmpOpenFailed, &c.icmpSendFailed})
+	tm := idleTimeouts{udp: cfg.UDPIdleTimeout, short: cfg.DNSIdleTimeout}
+	env := func(proto datagramProto, stats flowCounters) *datagramEnv {
+		return &datagramEnv{pod: cfg.Pod, st: st, reg: n.reg, bufs: n.bufs, now: cfg.Now, log: n.log,
+			proto: proto, stats: stats, idle: func(dst netip.AddrPort) time.Duration { return tm.idle(proto.echo(), dst) }}
+	}
+	n.udp = newDatagramTable(env(udpProto{}, flowCounters{&c.udpLimited, &c.udpOpened, &c.udpExpired,
+		&c.udpEvicted, &c.udpOpenFailed, &c.udpSendFailed}), cfg.MaxUDPFlows, cfg.MaxUDPPeers)
+	n.icmp = newDatagramTable(env(icmpProto{}, flowCounters{&c.icmpLimited, &c.icmpOpened, &c.icmpExpired,
+		&c.icmpEvicted, &c.icmpOpenFailed, &c.icmpSendFailed}), cfg.MaxUDPFlows, cfg.MaxUDPPeers)
 	ns := st.Netstack()
 	n.fwdDrops = ns.Stats().TCP.ForwardMaxInFlightDrop
 	fwd := tcp.NewForwarder(ns, 0, cfg.MaxTCPPending, n.forwardTCP)
@@ -242,10 +235,10 @@ func (n *NAT) pingOK(a netip.Addr) bool {
 // Run serves until ctx ends, then refuses new flows, closes every open one
 // and returns once all of their goroutines have ended.
 func (n *NAT) Run(ctx context.Context) error {
-	n.wg.Go(n.expireLoop)
-	n.wg.Go(n.reportLoop)
+	n.loops.Go(n.expireLoop)
+	n.loops.Go(n.reportLoop)
 	if n.in != nil {
-		n.wg.Go(n.in.run)
+		n.loops.Go(n.in.run)
 	}
 	select {
 	case <-ctx.Done():
@@ -311,13 +304,7 @@ func (n *NAT) Close() { n.shutdown() }
 func (n *NAT) shutdown() { n.shutdownOnce.Do(n.doShutdown) }
 
 func (n *NAT) doShutdown() {
-	n.mu.Lock()
-	n.closed = true
-	open := make([]flow, 0, len(n.flows))
-	for f := range n.flows {
-		open = append(open, f)
-	}
-	n.mu.Unlock()
+	open := n.reg.close()
 	n.cancel()
 	if n.in != nil {
 		n.in.stop()
@@ -325,7 +312,8 @@ func (n *NAT) doShutdown() {
 	for _, f := range open {
 		f.abort()
 	}
-	n.wg.Wait()
+	n.reg.wait()
+	n.loops.Wait()
 	if n.in != nil {
 		n.in.close()
 	}
@@ -360,40 +348,3 @@ func (n *NAT) expire(now time.Time) (flows, peers int) {
 	}
 	return flows, peers
 }
-
-// spawn runs fn on a goroutine that shutdown waits for; false means the
-// NAT is shutting down and fn was not run.
-func (n *NAT) spawn(fn func()) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
-		return false
-	}
-	n.wg.Go(fn)
-	return true
-}
-
-// track registers a new flow's goroutine; false means NAT is shutting down
-// and the flow must not start.
-func (n *NAT) track(f flow) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
-		return false
-	}
-	n.flows[f] = struct{}{}
-	n.wg.Add(1)
-	return true
-}
-
-// untrack is the end of a tracked flow's goroutine.
-func (n *NAT) untrack(f flow) {
-	n.mu.Lock()
-	delete(n.flows, f)
-	n.mu.Unlock()
-	n.wg.Done()
-}
-
-// getBuffer and putBuffer lend copy buffers.
-func (n *NAT) getBuffer() *[]byte  { return n.bufs.Get().(*[]byte) }
-func (n *NAT) putBuffer(b *[]byte) { n.bufs.Put(b) }

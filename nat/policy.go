@@ -1,6 +1,9 @@
 package nat
 
-import "net/netip"
+import (
+	"net/netip"
+	"time"
+)
 
 // Action is what the policy decides for a new guest flow.
 type Action uint8
@@ -133,4 +136,21 @@ func (p *Policy) guestOf(v6 bool) netip.Addr {
 		return p.Guest6
 	}
 	return p.Guest4
+}
+
+// idleTimeouts are the idle timeouts of datagram flows.
+type idleTimeouts struct {
+	udp   time.Duration // a UDP flow's
+	short time.Duration // a DNS or ICMP echo flow's
+}
+
+// idle returns how long a datagram flow toward dst may stay idle: an
+// echo flow (ICMP) or a DNS one is one request and one answer, and
+// resolvers use a fresh source port per query, so those end sooner; other
+// UDP flows live as long as conntrack keeps an assured stream.
+func (t idleTimeouts) idle(echo bool, dst netip.AddrPort) time.Duration {
+	if echo || dst.Port() == dnsPort {
+		return t.short
+	}
+	return t.udp
 }

@@ -19,7 +19,7 @@ import (
 // buffer. A FIN on either side becomes a FIN (CloseWrite) on the other; an
 // RST or error on either side resets both.
 type tcpFlow struct {
-	n         *NAT
+	bufs      *bufferPool
 	guest     *guestConn
 	pod       *podConn
 	resetOnce sync.Once
@@ -39,9 +39,9 @@ type halfConn interface {
 // newTCPFlow joins a connected guest endpoint and a pod connection.
 // Keepalive on the guest's side ends flows whose guest vanished (a VM
 // reset) while the other side idles.
-func newTCPFlow(n *NAT, ep tcpip.Endpoint, wq *waiter.Queue, pod net.Conn) *tcpFlow {
+func newTCPFlow(bufs *bufferPool, ep tcpip.Endpoint, wq *waiter.Queue, pod net.Conn) *tcpFlow {
 	ep.SocketOptions().SetKeepAlive(true)
-	return &tcpFlow{n: n, guest: newGuestConn(n, ep, wq), pod: newPodConn(n, pod)}
+	return &tcpFlow{bufs: bufs, guest: newGuestConn(bufs, ep, wq), pod: newPodConn(bufs, pod)}
 }
 
 // splice copies both ways until both directions have ended, then closes
@@ -63,7 +63,7 @@ func (f *tcpFlow) copy(dst, src halfConn) {
 		if nr > 0 {
 			_, werr = dst.Write((*b)[:nr])
 		}
-		f.n.putBuffer(b)
+		f.bufs.put(b)
 		switch {
 		case werr != nil || (rerr != nil && rerr != io.EOF):
 			f.abort()
@@ -93,8 +93,8 @@ func (f *tcpFlow) close() {
 // podConn is the pod's side of a tcpFlow.
 type podConn struct {
 	net.Conn
-	n  *NAT
-	rc syscall.RawConn // nil when the conn has no fd: reads then hold a buffer while they block
+	bufs *bufferPool
+	rc   syscall.RawConn // nil when the conn has no fd: reads then hold a buffer while they block
 
 	// State of tryRead, used by the one reading goroutine.
 	buf     *[]byte
@@ -103,8 +103,8 @@ type podConn struct {
 	tryRead func(fd uintptr) bool // p.readNow, bound once: no allocation per read
 }
 
-func newPodConn(n *NAT, c net.Conn) *podConn {
-	p := &podConn{Conn: c, n: n}
+func newPodConn(bufs *bufferPool, c net.Conn) *podConn {
+	p := &podConn{Conn: c, bufs: bufs}
 	if sc, ok := c.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			p.rc = rc
@@ -116,14 +116,14 @@ func newPodConn(n *NAT, c net.Conn) *podConn {
 
 func (p *podConn) read() (*[]byte, int, error) {
 	if p.rc == nil {
-		b := p.n.getBuffer()
+		b := p.bufs.get()
 		nr, err := p.Conn.Read(*b)
 		return b, nr, err
 	}
 	p.buf, p.nr, p.err = nil, 0, nil
 	if err := p.rc.Read(p.tryRead); err != nil { // closed
 		if p.buf == nil {
-			p.buf = p.n.getBuffer()
+			p.buf = p.bufs.get()
 		}
 		return p.buf, 0, err
 	}
@@ -136,7 +136,7 @@ func (p *podConn) read() (*[]byte, int, error) {
 // buffer, and a read costs one system call.
 func (p *podConn) readNow(fd uintptr) bool {
 	if p.buf == nil {
-		p.buf = p.n.getBuffer()
+		p.buf = p.bufs.get()
 	}
 	for {
 		n, err := unix.Read(int(fd), *p.buf)
@@ -144,7 +144,7 @@ func (p *podConn) readNow(fd uintptr) bool {
 		case err == unix.EINTR:
 			continue
 		case err == unix.EAGAIN:
-			p.n.putBuffer(p.buf)
+			p.bufs.put(p.buf)
 			p.buf = nil
 			return false
 		case err != nil:

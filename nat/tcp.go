@@ -76,14 +76,14 @@ func (n *NAT) forwardTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	r.Complete(false)
-	f := newTCPFlow(n, ep, &wq, pod)
-	if !n.track(f) {
+	f := newTCPFlow(n.bufs, ep, &wq, pod)
+	if !n.reg.track(f) {
 		f.abort()
 		f.close()
 		return
 	}
 	n.stats.tcpOpened.Add(1)
-	defer n.untrack(f)
+	defer n.reg.untrack(f)
 	f.splice()
 }
 

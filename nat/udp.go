@@ -17,6 +17,8 @@ func (udpProto) listen(pod Pod, dst netip.Addr, port uint16) (UDPConn, error) {
 	return pod.ListenUDP(dst, port)
 }
 
+func (udpProto) echo() bool { return false }
+
 func (udpProto) reply(s *stack.Sender, src, dst netip.AddrPort, payload []byte) error {
 	return s.WriteUDP(src.Port(), dst.Port(), payload)
 }
