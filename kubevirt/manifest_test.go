@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/masqnet/masq/nat"
+	"github.com/masqnet/masq/ports"
 )
 
 func TestReadManifest(t *testing.T) {
@@ -73,25 +73,25 @@ func TestReadManifest(t *testing.T) {
 
 // TestMigrationPorts checks that this package refuses the ports nat does.
 func TestMigrationPorts(t *testing.T) {
-	if migrationPort1 != nat.LibvirtMigrationPort1 || migrationPort2 != nat.LibvirtMigrationPort2 {
+	if migrationPort1 != ports.LibvirtMigration1 || migrationPort2 != ports.LibvirtMigration2 {
 		t.Errorf("migration ports %d, %d; nat says %d, %d",
-			migrationPort1, migrationPort2, nat.LibvirtMigrationPort1, nat.LibvirtMigrationPort2)
+			migrationPort1, migrationPort2, ports.LibvirtMigration1, ports.LibvirtMigration2)
 	}
 }
 
-// TestPortSpecParses checks that what PortSpec renders, nat.ParsePorts
+// TestPortSpecParses checks that what PortSpec renders, ports.Parse
 // reads back as the same ports.
 func TestPortSpecParses(t *testing.T) {
 	m, err := ReadManifest("../testdata/vm/custom-cidr.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ports, err := nat.ParsePorts(m.PortSpec())
+	ports, err := ports.Parse(m.PortSpec())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, want := ports.String(), "53/tcp,8080/tcp,53/udp,514/udp"; got != want {
-		t.Errorf("nat.ParsePorts(%q) = %q, want %q", m.PortSpec(), got, want)
+		t.Errorf("ports.Parse(%q) = %q, want %q", m.PortSpec(), got, want)
 	}
 }
 
@@ -230,7 +230,7 @@ func FuzzParseManifest(f *testing.F) {
 			t.Errorf("MAC %v", m.MAC)
 		}
 		if spec := m.PortSpec(); spec != "" {
-			if _, err := nat.ParsePorts(spec); err != nil {
+			if _, err := ports.Parse(spec); err != nil {
 				t.Errorf("PortSpec %q does not parse: %v", spec, err)
 			}
 		}

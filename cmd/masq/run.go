@@ -15,7 +15,7 @@ import (
 
 	"github.com/masqnet/masq"
 	"github.com/masqnet/masq/kubevirt"
-	"github.com/masqnet/masq/nat"
+	"github.com/masqnet/masq/ports"
 )
 
 // runFlags holds the raw values of `masq run`'s flags.
@@ -148,11 +148,11 @@ func (f *runFlags) applyManifest(fs *pflag.FlagSet) error {
 }
 
 // parsePorts parses --ports; empty means every port (nil).
-func parsePorts(spec string) (*nat.Ports, error) {
+func parsePorts(spec string) (*ports.Set, error) {
 	if strings.TrimSpace(spec) == "" {
 		return nil, nil
 	}
-	p, err := nat.ParsePorts(spec)
+	p, err := ports.Parse(spec)
 	if err != nil {
 		return nil, fmt.Errorf("--ports: %w", err)
 	}
