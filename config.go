@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/masqnet/masq/nat"
+	"github.com/masqnet/masq/ports"
 )
 
 // MinMTU and MaxMTU bound Config.MTU: IPv4's minimum datagram size, and the
@@ -72,7 +73,7 @@ type Config struct {
 	// Nil forwards every port but 49152 and 49153 (libvirt's), the pod's
 	// ephemeral range and ports something else in the pod holds, as
 	// KubeVirt does when a masquerade interface lists no ports.
-	Ports *nat.Ports
+	Ports *ports.Set
 
 	// AllowGatewayToPod lets the guest reach the pod's loopback services
 	// through the gateway's address: gateway:P is forwarded to

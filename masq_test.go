@@ -18,7 +18,7 @@ import (
 
 	"github.com/masqnet/masq"
 	"github.com/masqnet/masq/internal/memguest"
-	"github.com/masqnet/masq/nat"
+	"github.com/masqnet/masq/ports"
 )
 
 // startMasq runs masq.Run against an in-memory guest and stops it (and
@@ -31,7 +31,7 @@ func startMasq(t *testing.T, mtu uint32, mod func(*masq.Config)) *memguest.Guest
 	cfg.MTU = mtu
 	cfg.Hostname = "vm1"
 	cfg.ResolvConf = "testdata/resolv/kubernetes.conf"
-	noPorts, err := nat.NewPorts()
+	noPorts, err := ports.New()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/masqnet/masq/dhcp"
 	"github.com/masqnet/masq/nat"
+	"github.com/masqnet/masq/ports"
 )
 
 // runPlan is a validated Config resolved against the system: every value
@@ -18,7 +19,7 @@ type runPlan struct {
 	gateway6 netip.Prefix
 	dhcp     dhcp.Config
 	policy   nat.Policy
-	ports    *nat.Ports // nil: every port
+	ports    *ports.Set // nil: every port
 }
 
 // plan resolves cfg's defaults from the pod (interface MTU, host name,

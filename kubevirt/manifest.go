@@ -1,7 +1,8 @@
 // Package kubevirt reads what masq needs from a KubeVirt VirtualMachine or
 // VirtualMachineInstance manifest: the masquerade interface on the pod
-// network, its forwarded ports and MAC address, and the pod network's
-// guest CIDRs.
+// network, its forwarded ports (as a ports.Set, ready for masq.Config)
+// and MAC address, and the pod network's guest CIDRs. It links no
+// netstack.
 //
 // It decodes into a few small structs holding only those fields, rather
 // than kubevirt.io/api's types: those drag in k8s.io/apimachinery and
@@ -15,10 +16,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/masqnet/masq/ports"
 )
 
 // KindVirtualMachine and KindVirtualMachineInstance are the kinds of
@@ -31,15 +33,6 @@ const (
 // group is KubeVirt's API group, the part of apiVersion before the '/'.
 const group = "kubevirt.io"
 
-// The ports libvirt's migration uses inside the launcher pod, never
-// forwarded. They are nat.LibvirtMigrationPort1 and 2, repeated here so
-// that reading a manifest does not link the netstack; the tests check
-// that the two agree.
-const (
-	migrationPort1 = 49152
-	migrationPort2 = 49153
-)
-
 // Manifest is what masq takes from a VM manifest.
 type Manifest struct {
 	// Kind is KindVirtualMachine or KindVirtualMachineInstance.
@@ -51,9 +44,10 @@ type Manifest struct {
 	// Interface is the name of the masquerade interface on the pod network.
 	Interface string
 
-	// Ports are the interface's forwarded ports, in manifest order, each
-	// valid. Empty means KubeVirt forwards every port.
-	Ports []Port
+	// Ports are the interface's forwarded ports. Nil when it lists none:
+	// KubeVirt then forwards every port, as masq.Config.Ports does when
+	// nil.
+	Ports *ports.Set
 
 	// VMCIDR is the pod network's vmNetworkCIDR, an IPv4 prefix as
 	// written; the zero Prefix when absent (KubeVirt's default applies).
@@ -65,30 +59,6 @@ type Manifest struct {
 
 	// MAC is the interface's 48-bit macAddress, nil when absent.
 	MAC net.HardwareAddr
-}
-
-// Port is one entry of the masquerade interface's ports list.
-type Port struct {
-	// Name is the entry's name; it may be empty.
-	Name string
-
-	// Protocol is "TCP" or "UDP"; "TCP" when the manifest leaves it out.
-	Protocol string
-
-	// Port is the port number, 1 to 65535 and neither 49152 nor 49153
-	// (libvirt's migration, never forwarded; see nat.Reserved).
-	Port uint16
-}
-
-// PortSpec renders m.Ports in nat.ParsePorts syntax, e.g. "80/tcp,53/udp".
-// It returns "" when m.Ports is empty, which nat.ParsePorts refuses: the
-// caller then forwards every port, as KubeVirt does.
-func (m Manifest) PortSpec() string {
-	parts := make([]string, len(m.Ports))
-	for i, p := range m.Ports {
-		parts[i] = strconv.Itoa(int(p.Port)) + "/" + strings.ToLower(p.Protocol)
-	}
-	return strings.Join(parts, ",")
 }
 
 // ReadManifest reads and parses the manifest at path; see ParseManifest.
@@ -284,29 +254,38 @@ func (s *vmiSpec) network(name string) int {
 	return -1
 }
 
-// readPorts validates an interface's ports, at path.
-func readPorts(path string, in []port) ([]Port, error) {
-	var out []Port
+// readPorts validates an interface's ports, at path, into a set; nil when
+// there are none. An error names the entry and says what is allowed.
+func readPorts(path string, in []port) (*ports.Set, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	ranges := make([]ports.Range, len(in))
 	for i, p := range in {
 		here := elem{path, i}
-		proto := strings.ToUpper(p.Protocol)
-		switch proto {
-		case "":
-			proto = "TCP"
-		case "TCP", "UDP":
+		var proto ports.Protocol
+		switch strings.ToUpper(p.Protocol) {
+		case "", "TCP":
+			proto = ports.TCP
+		case "UDP":
+			proto = ports.UDP
 		default:
 			return nil, fmt.Errorf("%s (%q): protocol %q: allowed are TCP or UDP", here, p.Name, p.Protocol)
 		}
 		if p.Port < 1 || p.Port > 65535 {
 			return nil, fmt.Errorf("%s (%q): port %d: allowed are 1 to 65535", here, p.Name, p.Port)
 		}
-		if p.Port == migrationPort1 || p.Port == migrationPort2 {
+		if ports.Reserved(uint16(p.Port)) {
 			return nil, fmt.Errorf("%s (%q): port %d: ports %d and %d belong to libvirt's migration and are never forwarded",
-				here, p.Name, p.Port, migrationPort1, migrationPort2)
+				here, p.Name, p.Port, ports.LibvirtMigration1, ports.LibvirtMigration2)
 		}
-		out = append(out, Port{Name: p.Name, Protocol: proto, Port: uint16(p.Port)})
+		ranges[i] = ports.Range{Proto: proto, First: uint16(p.Port), Last: uint16(p.Port)}
 	}
-	return out, nil
+	set, err := ports.New(ranges...)
+	if err != nil { // unreachable: every range was checked above
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &set, nil
 }
 
 // readMAC parses the macAddress field at path; "" is no address.

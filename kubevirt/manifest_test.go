@@ -11,48 +11,38 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/masqnet/masq/nat"
+	"github.com/masqnet/masq/ports"
 )
 
 func TestReadManifest(t *testing.T) {
 	tests := []struct {
-		path string
-		want Manifest
-		spec string // PortSpec
+		path  string
+		want  Manifest // but Ports
+		ports string   // Ports.String(); "" means Ports is nil
 	}{
 		{
-			path: "../testdata/example-vm.yaml",
-			want: Manifest{
-				Kind: KindVirtualMachine, Name: "example-vm", Interface: "red",
-				Ports: []Port{{Name: "http", Protocol: "TCP", Port: 80}},
-			},
-			spec: "80/tcp",
+			path:  "../testdata/example-vm.yaml",
+			want:  Manifest{Kind: KindVirtualMachine, Name: "example-vm", Interface: "red"},
+			ports: "80/tcp",
 		},
 		{
 			path: "../testdata/example-vm-ipv6.yaml",
 			want: Manifest{Kind: KindVirtualMachineInstance, Name: "example-vm-ipv6", Interface: "default"},
-			spec: "",
 		},
 		{
-			path: "../testdata/vm/vm.json",
-			want: Manifest{
-				Kind: KindVirtualMachine, Name: "json-vm", Interface: "default",
-				Ports: []Port{{"ssh", "TCP", 22}, {"https", "TCP", 443}},
-			},
-			spec: "22/tcp,443/tcp",
+			path:  "../testdata/vm/vm.json",
+			want:  Manifest{Kind: KindVirtualMachine, Name: "json-vm", Interface: "default"},
+			ports: "22/tcp,443/tcp",
 		},
 		{
 			path: "../testdata/vm/custom-cidr.yaml",
 			want: Manifest{
 				Kind: KindVirtualMachineInstance, Name: "custom-cidr", Interface: "default",
-				Ports: []Port{
-					{"dns", "UDP", 53}, {"dns-tcp", "TCP", 53}, {"syslog", "UDP", 514}, {"", "TCP", 8080},
-				},
 				VMCIDR:     netip.MustParsePrefix("10.11.12.0/24"),
 				VMIPv6CIDR: netip.MustParsePrefix("fd20::/120"),
 				MAC:        net.HardwareAddr{0x02, 0, 0, 0x0a, 0x0b, 0x0c},
 			},
-			spec: "53/udp,53/tcp,514/udp,8080/tcp",
+			ports: "53/tcp,8080/tcp,53/udp,514/udp", // dns/UDP, dns-tcp/TCP, syslog/UDP, 8080 without a protocol
 		},
 	}
 	for _, tt := range tests {
@@ -61,37 +51,17 @@ func TestReadManifest(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			switch {
+			case tt.ports == "" && got.Ports != nil:
+				t.Errorf("Ports = %q, want nil (every port)", got.Ports)
+			case tt.ports != "" && (got.Ports == nil || got.Ports.String() != tt.ports):
+				t.Errorf("Ports = %v, want %q", got.Ports, tt.ports)
+			}
+			got.Ports = nil
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("ReadManifest(%s) =\n%+v\nwant\n%+v", tt.path, got, tt.want)
 			}
-			if s := got.PortSpec(); s != tt.spec {
-				t.Errorf("PortSpec() = %q, want %q", s, tt.spec)
-			}
 		})
-	}
-}
-
-// TestMigrationPorts checks that this package refuses the ports nat does.
-func TestMigrationPorts(t *testing.T) {
-	if migrationPort1 != nat.LibvirtMigrationPort1 || migrationPort2 != nat.LibvirtMigrationPort2 {
-		t.Errorf("migration ports %d, %d; nat says %d, %d",
-			migrationPort1, migrationPort2, nat.LibvirtMigrationPort1, nat.LibvirtMigrationPort2)
-	}
-}
-
-// TestPortSpecParses checks that what PortSpec renders, nat.ParsePorts
-// reads back as the same ports.
-func TestPortSpecParses(t *testing.T) {
-	m, err := ReadManifest("../testdata/vm/custom-cidr.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ports, err := nat.ParsePorts(m.PortSpec())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := ports.String(), "53/tcp,8080/tcp,53/udp,514/udp"; got != want {
-		t.Errorf("nat.ParsePorts(%q) = %q, want %q", m.PortSpec(), got, want)
 	}
 }
 
@@ -185,22 +155,6 @@ func TestParseManifest(t *testing.T) {
 	}
 }
 
-func TestPortSpec(t *testing.T) {
-	tests := []struct {
-		ports []Port
-		want  string
-	}{
-		{nil, ""},
-		{[]Port{{"a", "TCP", 80}}, "80/tcp"},
-		{[]Port{{"a", "TCP", 80}, {"b", "UDP", 53}, {"", "UDP", 65535}}, "80/tcp,53/udp,65535/udp"},
-	}
-	for _, tt := range tests {
-		if got := (Manifest{Ports: tt.ports}).PortSpec(); got != tt.want {
-			t.Errorf("PortSpec(%v) = %q, want %q", tt.ports, got, tt.want)
-		}
-	}
-}
-
 // FuzzParseManifest checks that ParseManifest never panics on arbitrary
 // bytes and that whatever it accepts holds only valid values.
 // Seeds: every manifest under testdata.
@@ -229,9 +183,14 @@ func FuzzParseManifest(f *testing.F) {
 		if m.MAC != nil && len(m.MAC) != 6 {
 			t.Errorf("MAC %v", m.MAC)
 		}
-		if spec := m.PortSpec(); spec != "" {
-			if _, err := nat.ParsePorts(spec); err != nil {
-				t.Errorf("PortSpec %q does not parse: %v", spec, err)
+		if m.Ports != nil {
+			for proto, port := range m.Ports.All() {
+				if ports.Reserved(port) || (proto != ports.TCP && proto != ports.UDP) {
+					t.Errorf("Ports %q holds %d/%v", m.Ports, port, proto)
+				}
+			}
+			if again, err := ports.Parse(m.Ports.String()); err != nil || again.String() != m.Ports.String() {
+				t.Errorf("Ports %q does not parse back: %q, %v", m.Ports, again, err)
 			}
 		}
 	})

@@ -5,4 +5,10 @@
 // sources the guest may use, what it may reach, where the gateway's own
 // ports lead) is a pure function over netip values in policy.go; the
 // sockets live behind the small Pod interface so tests need no root.
+//
+// Inbound (Config.Inbound), each forwarded pod port gets a pod socket
+// whose connections and datagrams reach the same port of the guest. The
+// ports are Config.InboundPorts, a ports.Set, or by default every port but
+// the pod's ephemeral range (ports.AllBut). Which ports may be forwarded,
+// and how a port list is written and parsed, is package ports' business.
 package nat

@@ -38,7 +38,5 @@ func (n *NAT) FlowGoroutines() int {
 	return n.reg.len()
 }
 
-func OutsideRange(first, last uint16) [][2]uint16 { return outsideRange(first, last) }
-
 // SYNQuotes returns the number of SYN quotes kept.
 func (n *NAT) SYNQuotes() int { return n.syns.len() }

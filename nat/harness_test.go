@@ -19,6 +19,7 @@ import (
 
 	"github.com/masqnet/masq/internal/memguest"
 	"github.com/masqnet/masq/nat"
+	"github.com/masqnet/masq/ports"
 	"github.com/masqnet/masq/stack"
 )
 
@@ -371,7 +372,7 @@ func (p *fakePod) answers(a netip.Addr) bool {
 
 // ListenInbound binds the loopback address of the family instead of the
 // wildcard, so tests never open ports to the machine's network.
-func (p *fakePod) ListenInbound(proto nat.Protocol, fam nat.Family, port uint16) (int, error) {
+func (p *fakePod) ListenInbound(proto ports.Protocol, fam nat.Family, port uint16) (int, error) {
 	p.mu.Lock()
 	if p.requested == nil {
 		p.requested = map[uint16]bool{}
@@ -388,7 +389,7 @@ func (p *fakePod) ListenInbound(proto nat.Protocol, fam nat.Family, port uint16)
 	if fam == nat.IPv6 || p.loopback6 {
 		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(port), Addr: netip.IPv6Loopback().As16()}
 	}
-	if proto == nat.UDP {
+	if proto == ports.UDP {
 		typ = unix.SOCK_DGRAM
 	}
 	fd, err := unix.Socket(family, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
@@ -399,7 +400,7 @@ func (p *fakePod) ListenInbound(proto nat.Protocol, fam nat.Family, port uint16)
 		unix.Close(fd)
 		return -1, err
 	}
-	if proto == nat.TCP {
+	if proto == ports.TCP {
 		if err := unix.Listen(fd, 128); err != nil {
 			unix.Close(fd)
 			return -1, err

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/masqnet/masq/ports"
 )
 
 // DefaultInboundDialTimeout bounds the connect into the guest of an
@@ -22,7 +24,7 @@ const DefaultInboundDialTimeout = 10 * time.Second
 // inSocket is one pod socket of a forwarded port.
 type inSocket struct {
 	fd     int
-	proto  Protocol
+	proto  ports.Protocol
 	family Family
 	port   uint16
 }
@@ -48,7 +50,7 @@ type inbound struct {
 
 // inboundPlan is the set of (protocol, port) pairs to forward.
 type inboundPlan struct {
-	ports    Ports
+	ports    ports.Set
 	explicit bool // listed by the user: failing to bind one is an error
 }
 
@@ -62,35 +64,7 @@ func (n *NAT) inboundPlan() (inboundPlan, error) {
 	if err != nil {
 		return inboundPlan{}, fmt.Errorf("pod's ephemeral port range: %w", err)
 	}
-	var ports []PortRange
-	for _, proto := range []Protocol{TCP, UDP} {
-		for _, r := range outsideRange(first, last) {
-			ports = append(ports, PortRange{Proto: proto, First: r[0], Last: r[1]})
-		}
-	}
-	set, err := NewPorts(ports...)
-	if err != nil {
-		return inboundPlan{}, err
-	}
-	return inboundPlan{ports: set}, nil
-}
-
-// outsideRange returns the ports 1..65535 outside first..last as ranges,
-// split around libvirt's 49152 and 49153, which are never forwarded.
-func outsideRange(first, last uint16) [][2]uint16 {
-	var out [][2]uint16
-	start := -1
-	for p := 1; p <= 65536; p++ {
-		keep := p <= 65535 && (p < int(first) || p > int(last)) && !Reserved(uint16(p))
-		switch {
-		case keep && start < 0:
-			start = p
-		case !keep && start >= 0:
-			out = append(out, [2]uint16{uint16(start), uint16(p - 1)})
-			start = -1
-		}
-	}
-	return out
+	return inboundPlan{ports: ports.AllBut(first, last)}, nil
 }
 
 // openInbound opens and watches the pod sockets of the plan.
@@ -121,8 +95,8 @@ func (in *inbound) open(plan inboundPlan) error {
 	budget := fdBudget()
 	for p := 1; p <= 65535; p++ {
 		port := uint16(p)
-		for _, proto := range []Protocol{TCP, UDP} {
-			if !plan.ports.Contains(proto, port) || Reserved(port) {
+		for _, proto := range []ports.Protocol{ports.TCP, ports.UDP} {
+			if !plan.ports.Contains(proto, port) || ports.Reserved(port) {
 				continue
 			}
 			if sum.bound >= budget && !plan.explicit {
@@ -154,7 +128,7 @@ func (in *inbound) open(plan inboundPlan) error {
 // bindFamily binds one port's socket of fam, falling back to IPv4 alone
 // (and returning that family for the ports to come) when the pod has no
 // IPv6.
-func (in *inbound) bindFamily(proto Protocol, fam Family, port uint16, sum *bindSummary) (Family, error) {
+func (in *inbound) bindFamily(proto ports.Protocol, fam Family, port uint16, sum *bindSummary) (Family, error) {
 	err := in.bind(proto, fam, port)
 	if err != nil && fam == DualStack && ipv6Missing(err) {
 		sum.noIPv6, fam = true, IPv4
@@ -196,7 +170,7 @@ func (in *inbound) family() Family {
 }
 
 // bind opens one pod socket and watches it.
-func (in *inbound) bind(proto Protocol, fam Family, port uint16) error {
+func (in *inbound) bind(proto ports.Protocol, fam Family, port uint16) error {
 	fd, err := in.n.cfg.Pod.ListenInbound(proto, fam, port)
 	if err != nil {
 		return err
@@ -208,7 +182,7 @@ func (in *inbound) bind(proto Protocol, fam Family, port uint16) error {
 	}
 	s := &inSocket{fd: fd, proto: proto, family: fam, port: port}
 	ready := func() { in.accept(s) }
-	if proto == UDP {
+	if proto == ports.UDP {
 		ready = func() { in.readUDP(s) }
 	}
 	in.mu.Lock()

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/masqnet/masq/ports"
 )
 
 // bindSummary counts what forwarding every port skipped, for one log line
@@ -24,7 +26,7 @@ const maxListed = 20
 
 // skip records a port that could not be bound; it reports true when no
 // more sockets can be opened at all.
-func (s *bindSummary) skip(proto Protocol, port uint16, err error) (stop bool) {
+func (s *bindSummary) skip(proto ports.Protocol, port uint16, err error) (stop bool) {
 	switch {
 	case errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE):
 		return true

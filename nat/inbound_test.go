@@ -2,7 +2,6 @@ package nat_test
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/masqnet/masq/internal/memguest"
 	"github.com/masqnet/masq/nat"
+	"github.com/masqnet/masq/ports"
 )
 
 // freePort returns a port free for TCP and UDP on both loopbacks, or
@@ -91,11 +91,11 @@ func inboundHarness(t *testing.T, pod *fakePod, spec string) (*memguest.Guest, *
 	return harness(t, pod, func(c *nat.Config) {
 		c.Inbound = true
 		if spec != "" {
-			ports, err := nat.ParsePorts(spec)
+			set, err := ports.Parse(spec)
 			if err != nil {
 				t.Fatal(err)
 			}
-			c.InboundPorts = &ports
+			c.InboundPorts = &set
 		}
 		c.InboundDialTimeout = 2 * time.Second
 	})
@@ -272,7 +272,7 @@ func TestInboundDefaultSkipsReservedAndEphemeral(t *testing.T) {
 		t.Fatal(err)
 	}
 	pod.mu.Lock()
-	for _, p := range []uint16{nat.LibvirtMigrationPort1, nat.LibvirtMigrationPort2, first, last, uint16((uint32(first) + uint32(last)) / 2)} {
+	for _, p := range []uint16{ports.LibvirtMigration1, ports.LibvirtMigration2, first, last, uint16((uint32(first) + uint32(last)) / 2)} {
 		if pod.requested[p] {
 			t.Errorf("port %d was bound in the default (libvirt's or the pod's ephemeral range)", p)
 		}
@@ -301,29 +301,12 @@ func itoa(p uint16) string {
 	return netip.AddrPortFrom(netip.IPv4Unspecified(), p).String()[len("0.0.0.0:"):]
 }
 
-func TestOutsideRange(t *testing.T) {
-	tests := []struct {
-		first, last uint16
-		want        string
-	}{
-		{32768, 60999, "[[1 32767] [61000 65535]]"},
-		{50000, 60999, "[[1 49151] [49154 49999] [61000 65535]]"},
-		{32768, 49151, "[[1 32767] [49154 65535]]"},
-		{1024, 65535, "[[1 1023]]"},
-	}
-	for _, tt := range tests {
-		if got := fmt.Sprint(nat.OutsideRange(tt.first, tt.last)); got != tt.want {
-			t.Errorf("outsideRange(%d, %d) = %s, want %s", tt.first, tt.last, got, tt.want)
-		}
-	}
-}
-
 func TestInboundTCPLimit(t *testing.T) {
 	port := freePort(t)
 	pod := newFakePod()
 	g, n := harness(t, pod, func(c *nat.Config) {
-		ports, _ := nat.ParsePorts(itoa(port))
-		c.Inbound, c.InboundPorts, c.MaxTCP = true, &ports, 1
+		set, _ := ports.Parse(itoa(port))
+		c.Inbound, c.InboundPorts, c.MaxTCP = true, &set, 1
 	})
 	ln, err := gonet.ListenTCP(g.Stack, memguest.FullAddress(netip.AddrPortFrom(guest4.Addr(), port)), ipv4.ProtocolNumber)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
+	"github.com/masqnet/masq/ports"
 	"github.com/masqnet/masq/stack"
 )
 
@@ -94,7 +95,7 @@ type Config struct {
 	// but 49152, 49153, the pod's ephemeral range and ports something
 	// else holds (KubeVirt's "no ports listed").
 	Inbound      bool
-	InboundPorts *Ports
+	InboundPorts *ports.Set
 	// InboundDialTimeout bounds the connect into the guest of an inbound
 	// connection.
 	InboundDialTimeout time.Duration

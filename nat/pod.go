@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/masqnet/masq/ports"
 )
 
 // Pod is the pod side of masq: how flows reach the world. The kernel's
@@ -36,7 +38,7 @@ type Pod interface {
 	// addresses of family: listening, for TCP; bound, for UDP. The caller
 	// owns the returned file descriptor. An error wrapping
 	// syscall.EADDRINUSE means something else in the pod holds the port.
-	ListenInbound(proto Protocol, family Family, port uint16) (int, error)
+	ListenInbound(proto ports.Protocol, family Family, port uint16) (int, error)
 
 	// EphemeralPorts is the pod's range of local ports for outgoing
 	// connections (net.ipv4.ip_local_port_range), which inbound
@@ -125,12 +127,12 @@ func (f Family) String() string {
 
 // ListenInbound implements Pod.ListenInbound on the wildcard address of
 // the family, so every pod address (loopback included) is forwarded.
-func (KernelPod) ListenInbound(proto Protocol, fam Family, port uint16) (int, error) {
+func (KernelPod) ListenInbound(proto ports.Protocol, fam Family, port uint16) (int, error) {
 	family, typ := unix.AF_INET, unix.SOCK_STREAM
 	if fam != IPv4 {
 		family = unix.AF_INET6
 	}
-	if proto == UDP {
+	if proto == ports.UDP {
 		typ = unix.SOCK_DGRAM
 	}
 	fd, err := unix.Socket(family, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
@@ -149,7 +151,7 @@ func (KernelPod) ListenInbound(proto Protocol, fam Family, port uint16) (int, er
 const inboundBacklog = 4096
 
 // bindInbound binds fd to port on the wildcard address and listens (TCP).
-func bindInbound(fd int, proto Protocol, fam Family, port uint16) error {
+func bindInbound(fd int, proto ports.Protocol, fam Family, port uint16) error {
 	var sa unix.Sockaddr = &unix.SockaddrInet4{Port: int(port)}
 	if fam != IPv4 {
 		v6only := 0
@@ -161,7 +163,7 @@ func bindInbound(fd int, proto Protocol, fam Family, port uint16) error {
 		}
 		sa = &unix.SockaddrInet6{Port: int(port)}
 	}
-	if proto == TCP {
+	if proto == ports.TCP {
 		// Rebinding a port whose old connections sit in TIME_WAIT (masq
 		// restarted) must work.
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
@@ -171,7 +173,7 @@ func bindInbound(fd int, proto Protocol, fam Family, port uint16) error {
 	if err := unix.Bind(fd, sa); err != nil {
 		return err
 	}
-	if proto == TCP {
+	if proto == ports.TCP {
 		return unix.Listen(fd, inboundBacklog)
 	}
 	return nil

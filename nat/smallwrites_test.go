@@ -15,6 +15,7 @@ import (
 
 	"github.com/masqnet/masq/internal/memguest"
 	"github.com/masqnet/masq/nat"
+	"github.com/masqnet/masq/ports"
 )
 
 // smallWriteSize is the write size of the small-writes tests: an
@@ -121,12 +122,12 @@ func outboundPair(t *testing.T, offload bool) (guest, pod net.Conn) {
 func inboundPair(t *testing.T, offload bool) (guest, client net.Conn) {
 	t.Helper()
 	port := freePort(t)
-	ports, err := nat.ParsePorts(itoa(port) + "/tcp")
+	set, err := ports.Parse(itoa(port) + "/tcp")
 	if err != nil {
 		t.Fatal(err)
 	}
 	g, _ := harnessLink(t, 1500, offload, newFakePod(), func(c *nat.Config) {
-		c.Inbound, c.InboundPorts = true, &ports
+		c.Inbound, c.InboundPorts = true, &set
 	})
 	ln, err := gonet.ListenTCP(g.Stack, memguest.FullAddress(netip.AddrPortFrom(guest4.Addr(), port)), ipv4.ProtocolNumber)
 	if err != nil {

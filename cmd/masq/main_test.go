@@ -99,6 +99,8 @@ func TestPortsAndManifest(t *testing.T) {
 			ports: "53/tcp,8080/tcp,53/udp,514/udp", cidr: "10.11.12.0/24", cidr6: "fd20::/120", mac: "02:00:00:0a:0b:0c"},
 		{name: "flags override the manifest", args: []string{"--vm", "../../testdata/vm/custom-cidr.yaml", "--ports", "22", "--vm-cidr", "10.9.0.0/16"},
 			ports: "22/tcp", cidr: "10.9.0.0/16", cidr6: "fd20::/120", mac: "02:00:00:0a:0b:0c"},
+		{name: "empty --ports overrides the manifest: every port", args: []string{"--vm", "../../testdata/vm/custom-cidr.yaml", "--ports", ""},
+			ports: "", cidr: "10.11.12.0/24", cidr6: "fd20::/120", mac: "02:00:00:0a:0b:0c"},
 		{name: "missing manifest", args: []string{"--vm", "/nonexistent.yaml"}, wantErr: "--vm"},
 		{name: "broken manifest", args: []string{"--vm", "../../testdata/vm/no-masquerade.yaml"}, wantErr: "--vm"},
 	}

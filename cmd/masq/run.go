@@ -15,7 +15,7 @@ import (
 
 	"github.com/masqnet/masq"
 	"github.com/masqnet/masq/kubevirt"
-	"github.com/masqnet/masq/nat"
+	"github.com/masqnet/masq/ports"
 )
 
 // runFlags holds the raw values of `masq run`'s flags.
@@ -94,10 +94,10 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 	if fs.Changed("tap") && fs.Changed("tap-fd") {
 		return cfg, errors.New("--tap and --tap-fd exclude each other: name a tap or pass its fd")
 	}
-	if err := f.applyManifest(fs); err != nil {
+	vmPorts, err := f.applyManifest(fs)
+	if err != nil {
 		return cfg, err
 	}
-	var err error
 	if cfg.VMCIDR, err = parsePrefix("--vm-cidr", f.vmCIDR); err != nil {
 		return cfg, err
 	}
@@ -107,8 +107,11 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 	if cfg.GuestMAC, err = parseMAC(f.guestMAC); err != nil {
 		return cfg, err
 	}
-	if cfg.Ports, err = parsePorts(f.ports); err != nil {
-		return cfg, err
+	cfg.Ports = vmPorts
+	if fs.Changed("ports") { // the flag wins over the manifest, even when empty
+		if cfg.Ports, err = parsePorts(f.ports); err != nil {
+			return cfg, err
+		}
 	}
 	level, err := parseLevel(f.logLevel)
 	if err != nil {
@@ -122,21 +125,21 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 }
 
 // applyManifest fills the flags a --vm manifest sets and the command line
-// did not.
-func (f *runFlags) applyManifest(fs *pflag.FlagSet) error {
+// did not, and returns the manifest's port set (nil: none listed, or no
+// --vm), which applies unless --ports is given.
+func (f *runFlags) applyManifest(fs *pflag.FlagSet) (*ports.Set, error) {
 	if f.vm == "" {
-		return nil
+		return nil, nil
 	}
 	m, err := kubevirt.ReadManifest(f.vm)
 	if err != nil {
-		return fmt.Errorf("--vm: %w", err)
+		return nil, fmt.Errorf("--vm: %w", err)
 	}
 	set := func(flag string, dst *string, v string) {
 		if !fs.Changed(flag) && v != "" {
 			*dst = v
 		}
 	}
-	set("ports", &f.ports, m.PortSpec())
 	if m.VMCIDR.IsValid() {
 		set("vm-cidr", &f.vmCIDR, m.VMCIDR.String())
 	}
@@ -144,15 +147,15 @@ func (f *runFlags) applyManifest(fs *pflag.FlagSet) error {
 		set("vm-ipv6-cidr", &f.vmIPv6CIDR, m.VMIPv6CIDR.String())
 	}
 	set("guest-mac", &f.guestMAC, m.MAC.String())
-	return nil
+	return m.Ports, nil
 }
 
 // parsePorts parses --ports; empty means every port (nil).
-func parsePorts(spec string) (*nat.Ports, error) {
+func parsePorts(spec string) (*ports.Set, error) {
 	if strings.TrimSpace(spec) == "" {
 		return nil, nil
 	}
-	p, err := nat.ParsePorts(spec)
+	p, err := ports.Parse(spec)
 	if err != nil {
 		return nil, fmt.Errorf("--ports: %w", err)
 	}

@@ -1,4 +1,4 @@
-package nat
+package ports
 
 import (
 	"slices"
@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-func TestParsePorts(t *testing.T) {
+func TestParse(t *testing.T) {
 	tests := []struct {
 		spec string
 		want string // canonical String() of the result
@@ -34,21 +34,21 @@ func TestParsePorts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.spec, func(t *testing.T) {
-			got, err := ParsePorts(tt.spec)
+			got, err := Parse(tt.spec)
 			if err != nil {
-				t.Fatalf("ParsePorts(%q): %v", tt.spec, err)
+				t.Fatalf("Parse(%q): %v", tt.spec, err)
 			}
 			if s := got.String(); s != tt.want {
-				t.Errorf("ParsePorts(%q) = %q, want %q", tt.spec, s, tt.want)
+				t.Errorf("Parse(%q) = %q, want %q", tt.spec, s, tt.want)
 			}
 			if got.Len() != tt.len {
-				t.Errorf("ParsePorts(%q).Len() = %d, want %d", tt.spec, got.Len(), tt.len)
+				t.Errorf("Parse(%q).Len() = %d, want %d", tt.spec, got.Len(), tt.len)
 			}
 		})
 	}
 }
 
-func TestParsePortsErrors(t *testing.T) {
+func TestParseErrors(t *testing.T) {
 	tests := []struct {
 		spec string
 		want []string // substrings the error must hold
@@ -88,24 +88,24 @@ func TestParsePortsErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.spec, func(t *testing.T) {
-			got, err := ParsePorts(tt.spec)
+			got, err := Parse(tt.spec)
 			if err == nil {
-				t.Fatalf("ParsePorts(%q) = %v, want an error", tt.spec, got)
+				t.Fatalf("Parse(%q) = %v, want an error", tt.spec, got)
 			}
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {
-					t.Errorf("ParsePorts(%q) error %q does not say %q", tt.spec, err, w)
+					t.Errorf("Parse(%q) error %q does not say %q", tt.spec, err, w)
 				}
 			}
 			if got.Len() != 0 {
-				t.Errorf("ParsePorts(%q) failed but returned %d ports", tt.spec, got.Len())
+				t.Errorf("Parse(%q) failed but returned %d ports", tt.spec, got.Len())
 			}
 		})
 	}
 }
 
-func TestPortsContains(t *testing.T) {
-	s, err := ParsePorts("80,53/udp,8000-8100/tcp+udp,65535/udp")
+func TestSetContains(t *testing.T) {
+	s, err := Parse("80,53/udp,8000-8100/tcp+udp,65535/udp")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,18 +139,18 @@ func TestPortsContains(t *testing.T) {
 	}
 }
 
-func TestPortsZero(t *testing.T) {
-	var s Ports
+func TestSetZero(t *testing.T) {
+	var s Set
 	if s.Contains(TCP, 80) || s.Len() != 0 || s.String() != "" || s.Ranges() != nil {
-		t.Errorf("zero Ports is not empty: %q, len %d", s, s.Len())
+		t.Errorf("zero Set is not empty: %q, len %d", s, s.Len())
 	}
 	for proto, port := range s.All() {
-		t.Errorf("zero Ports yields %v %d", proto, port)
+		t.Errorf("zero Set yields %v %d", proto, port)
 	}
 }
 
-func TestPortsAll(t *testing.T) {
-	s, err := ParsePorts("443, 80, 63-65, 53/udp, 1/udp")
+func TestSetAll(t *testing.T) {
+	s, err := Parse("443, 80, 63-65, 53/udp, 1/udp")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,12 +179,12 @@ func TestPortsAll(t *testing.T) {
 	}
 }
 
-func TestPortsRanges(t *testing.T) {
-	s, err := ParsePorts("1-10,12,11/udp,63,64,65535,65535/udp")
+func TestSetRanges(t *testing.T) {
+	s, err := Parse("1-10,12,11/udp,63,64,65535,65535/udp")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []PortRange{
+	want := []Range{
 		{TCP, 1, 10}, {TCP, 12, 12}, {TCP, 63, 64}, {TCP, 65535, 65535},
 		{UDP, 11, 11}, {UDP, 65535, 65535},
 	}
@@ -193,33 +193,63 @@ func TestPortsRanges(t *testing.T) {
 	}
 }
 
-func TestNewPorts(t *testing.T) {
-	got, err := NewPorts(PortRange{TCP, 1, 1023}, PortRange{UDP, 53, 53}, PortRange{TCP, 80, 80})
+func TestNew(t *testing.T) {
+	got, err := New(Range{TCP, 1, 1023}, Range{UDP, 53, 53}, Range{TCP, 80, 80})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s := got.String(); s != "1-1023/tcp,53/udp" {
-		t.Errorf("NewPorts = %q", s)
+		t.Errorf("New = %q", s)
 	}
-	if got, err := NewPorts(); err != nil || got.Len() != 0 {
-		t.Errorf("NewPorts() = %v, %v; want the empty set", got, err)
+	if got, err := New(); err != nil || got.Len() != 0 {
+		t.Errorf("New() = %v, %v; want the empty set", got, err)
 	}
 	bad := []struct {
-		r    PortRange
+		r    Range
 		want string
 	}{
-		{PortRange{TCP, 0, 10}, "port 0"},
-		{PortRange{TCP, 10, 0}, "port 0"},
-		{PortRange{UDP, 20, 10}, "reversed"},
-		{PortRange{Protocol(0), 80, 80}, "unknown protocol"},
-		{PortRange{Protocol(7), 80, 80}, "unknown protocol"},
-		{PortRange{TCP, 40000, 50000}, "libvirt's migration"},
-		{PortRange{UDP, 49153, 49153}, "libvirt's migration"},
+		{Range{TCP, 0, 10}, "port 0"},
+		{Range{TCP, 10, 0}, "port 0"},
+		{Range{UDP, 20, 10}, "reversed"},
+		{Range{Protocol(0), 80, 80}, "unknown protocol"},
+		{Range{Protocol(7), 80, 80}, "unknown protocol"},
+		{Range{TCP, 40000, 50000}, "libvirt's migration"},
+		{Range{UDP, 49153, 49153}, "libvirt's migration"},
 	}
 	for _, tt := range bad {
-		_, err := NewPorts(PortRange{TCP, 80, 80}, tt.r)
+		_, err := New(Range{TCP, 80, 80}, tt.r)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("NewPorts(%v) error %v, want one saying %q", tt.r, err, tt.want)
+			t.Errorf("New(%v) error %v, want one saying %q", tt.r, err, tt.want)
+		}
+	}
+}
+
+// TestAllBut checks the split around the ephemeral range and libvirt's
+// ports, for both protocols (nat's TestOutsideRange, moved).
+func TestAllBut(t *testing.T) {
+	tests := []struct {
+		first, last uint16
+		want        string // the ranges of each protocol
+	}{
+		{32768, 60999, "1-32767,61000-65535"},
+		{50000, 60999, "1-49151,49154-49999,61000-65535"},
+		{32768, 49151, "1-32767,49154-65535"},
+		{1024, 65535, "1-1023"},
+		{1, 65535, ""},
+		{49152, 49153, "1-49151,49154-65535"},
+		{2, 1, "1-49151,49154-65535"}, // reversed: nothing but the reserved ports left out
+	}
+	for _, tt := range tests {
+		var want []string
+		for _, proto := range []string{"tcp", "udp"} {
+			for r := range strings.SplitSeq(tt.want, ",") {
+				if r != "" {
+					want = append(want, r+"/"+proto)
+				}
+			}
+		}
+		if got := AllBut(tt.first, tt.last).String(); got != strings.Join(want, ",") {
+			t.Errorf("AllBut(%d, %d) = %q, want %q", tt.first, tt.last, got, strings.Join(want, ","))
 		}
 	}
 }
@@ -245,16 +275,16 @@ func TestProtocolString(t *testing.T) {
 	}
 }
 
-// FuzzParsePorts checks that ParsePorts never panics, never accepts a
-// port outside 1..65535 or a reserved one, and that every set it returns
-// survives a round trip through its canonical String.
-// Seeds: testdata/fuzz/FuzzParsePorts.
-func FuzzParsePorts(f *testing.F) {
+// FuzzParse checks that Parse never panics, never accepts a port outside
+// 1..65535 or a reserved one, and that every set it returns survives a
+// round trip through its canonical String.
+// Seeds: testdata/fuzz/FuzzParse.
+func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, spec string) {
-		s, err := ParsePorts(spec)
+		s, err := Parse(spec)
 		if err != nil {
 			if s.Len() != 0 {
-				t.Fatalf("ParsePorts(%q) failed (%v) but returned %d ports", spec, err, s.Len())
+				t.Fatalf("Parse(%q) failed (%v) but returned %d ports", spec, err, s.Len())
 			}
 			return
 		}
@@ -262,21 +292,21 @@ func FuzzParsePorts(f *testing.F) {
 		for proto, port := range s.All() {
 			n++
 			if Reserved(port) || !proto.valid() {
-				t.Fatalf("ParsePorts(%q) holds %d/%v", spec, port, proto)
+				t.Fatalf("Parse(%q) holds %d/%v", spec, port, proto)
 			}
 			if !s.Contains(proto, port) {
-				t.Fatalf("ParsePorts(%q) yields %d/%v but does not contain it", spec, port, proto)
+				t.Fatalf("Parse(%q) yields %d/%v but does not contain it", spec, port, proto)
 			}
 		}
 		if n != s.Len() || n == 0 {
-			t.Fatalf("ParsePorts(%q): All yields %d pairs, Len says %d", spec, n, s.Len())
+			t.Fatalf("Parse(%q): All yields %d pairs, Len says %d", spec, n, s.Len())
 		}
-		again, err := ParsePorts(s.String())
+		again, err := Parse(s.String())
 		if err != nil {
-			t.Fatalf("ParsePorts(%q).String() = %q does not parse: %v", spec, s, err)
+			t.Fatalf("Parse(%q).String() = %q does not parse: %v", spec, s, err)
 		}
 		if *again.bits != *s.bits || again.Len() != s.Len() {
-			t.Fatalf("ParsePorts(%q) = %q, which parses to %q", spec, s, again)
+			t.Fatalf("Parse(%q) = %q, which parses to %q", spec, s, again)
 		}
 	})
 }
