@@ -5,7 +5,9 @@ GO      ?= go
 BIN     := bin/masq
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
-# Unit tests: everything but the root-only namespace tests.
+# Unit tests: everything but the root-only namespace tests. bench/ is a
+# module of its own (it keeps golang.org/x/image out of masq's go.mod), so
+# ./... stops at it and its tests run by a separate step.
 UNIT    = $(shell $(GO) list ./... | grep -v /e2e)
 
 .PHONY: build test unit race e2e bench bench-go fuzz lint demo clean
@@ -19,9 +21,11 @@ test: lint race e2e
 
 unit:
 	$(GO) test -count=1 $(UNIT)
+	cd bench && $(GO) test -count=1 ./...
 
 race:
 	$(GO) test -race -count=1 $(UNIT)
+	cd bench && $(GO) test -race -count=1 ./...
 
 e2e: build
 	MASQ_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -timeout 10m ./e2e/
@@ -31,7 +35,8 @@ e2e: build
 bench: build
 	MASQ=$(CURDIR)/$(BIN) bash bench/run.sh
 
-# Go microbenchmarks of the in-memory path.
+# Go microbenchmarks of the in-memory path (all in masq's module; the bench
+# module holds the tools of `make bench`).
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem $(UNIT)
 
@@ -47,6 +52,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd bench && $(GO) vet ./...
 
 demo: build
 	MASQ=$(CURDIR)/$(BIN) bash scripts/demo.sh
