@@ -9,8 +9,14 @@ LDFLAGS := -X main.version=$(VERSION)
 # module of its own (it keeps golang.org/x/image out of masq's go.mod), so
 # ./... stops at it and its tests run by a separate step.
 UNIT    = $(shell $(GO) list ./... | grep -v /e2e)
+# staticcheck 2026.2.2 (module v0.8.2), the latest, which knows Go 1.26;
+# bump it with go.mod's go line. `make tools` (or the first lint) installs it
+# into bin/ once, .ci/run while it downloads modules; lint then runs offline
+# and never picks up another version from PATH.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(CURDIR)/bin/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
-.PHONY: build test unit race e2e bench bench-go fuzz lint demo clean
+.PHONY: build test unit race e2e bench bench-go fuzz lint tools demo clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/masq
@@ -48,11 +54,18 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePorts$$' -fuzztime $(FUZZTIME) ./nat/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseManifest$$' -fuzztime $(FUZZTIME) ./kubevirt/
 
-lint:
+lint: $(STATICCHECK)
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	cd bench && $(GO) vet ./...
+	$(STATICCHECK) ./...
+	cd bench && $(STATICCHECK) ./...
+
+tools: $(STATICCHECK)
+
+$(STATICCHECK):
+	GOBIN=$(dir $@) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 demo: build
 	MASQ=$(CURDIR)/$(BIN) bash scripts/demo.sh
