@@ -5,10 +5,18 @@ GO      ?= go
 BIN     := bin/masq
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
-# Unit tests: everything but the root-only namespace tests.
+# Unit tests: everything but the root-only namespace tests. bench/ is a
+# module of its own (it keeps golang.org/x/image out of masq's go.mod), so
+# ./... stops at it and its tests run by a separate step.
 UNIT    = $(shell $(GO) list ./... | grep -v /e2e)
+# staticcheck 2026.2.2 (module v0.8.2), the latest, which knows Go 1.26;
+# bump it with go.mod's go line. `make tools` (or the first lint) installs it
+# into bin/ once, .ci/run while it downloads modules; lint then runs offline
+# and never picks up another version from PATH.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(CURDIR)/bin/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
-.PHONY: build test unit race e2e bench bench-go fuzz lint demo clean
+.PHONY: build test unit race e2e bench bench-go fuzz lint tools demo clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/masq
@@ -19,9 +27,11 @@ test: lint race e2e
 
 unit:
 	$(GO) test -count=1 $(UNIT)
+	cd bench && $(GO) test -count=1 ./...
 
 race:
 	$(GO) test -race -count=1 $(UNIT)
+	cd bench && $(GO) test -race -count=1 ./...
 
 e2e: build
 	MASQ_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -timeout 10m ./e2e/
@@ -31,7 +41,8 @@ e2e: build
 bench: build
 	MASQ=$(CURDIR)/$(BIN) bash bench/run.sh
 
-# Go microbenchmarks of the in-memory path.
+# Go microbenchmarks of the in-memory path (all in masq's module; the bench
+# module holds the tools of `make bench`).
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem $(UNIT)
 
@@ -43,10 +54,18 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./ports/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseManifest$$' -fuzztime $(FUZZTIME) ./kubevirt/
 
-lint:
+lint: $(STATICCHECK)
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd bench && $(GO) vet ./...
+	$(STATICCHECK) ./...
+	cd bench && $(STATICCHECK) ./...
+
+tools: $(STATICCHECK)
+
+$(STATICCHECK):
+	GOBIN=$(dir $@) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 demo: build
 	MASQ=$(CURDIR)/$(BIN) bash scripts/demo.sh

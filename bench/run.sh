@@ -171,7 +171,8 @@ step_preflight() {
 
 step_build() {
 	log "building the bench tools"
-	(cd "$ROOT" && go build -o "$WORK/bin/" ./bench/cmd/...) || die "go build ./bench/cmd/... failed"
+	# bench/ is a Go module of its own (bench/go.mod).
+	(cd "$ROOT/bench" && go build -o "$WORK/bin/" ./cmd/...) || die "go build ./cmd/... in bench/ failed"
 	if has_impl masq; then
 		MASQ=${MASQ:-$ROOT/bin/masq}
 		if [[ ! -x $MASQ ]]; then

@@ -51,13 +51,9 @@ func harnessMTU(t testing.TB, mtu uint32, pod nat.Pod, mod func(*nat.Config)) (*
 	return harnessLink(t, mtu, false, pod, mod)
 }
 
-// harnessOffload is harness over a link with virtio-net headers and TSO,
-// masq's tap link (stack.NewVnetTapLink) facing a guest that uses them.
-func harnessOffload(t testing.TB, mtu uint32, pod nat.Pod, mod func(*nat.Config)) (*memguest.Guest, *nat.NAT) {
-	t.Helper()
-	return harnessLink(t, mtu, true, pod, mod)
-}
-
+// harnessLink is harnessMTU; with offload, over a link with virtio-net
+// headers and TSO: masq's tap link (stack.NewVnetTapLink) facing a guest that
+// uses them.
 func harnessLink(t testing.TB, mtu uint32, offload bool, pod nat.Pod, mod func(*nat.Config)) (*memguest.Guest, *nat.NAT) {
 	t.Helper()
 	newGuest, newLink := memguest.New, stack.NewFDLink

@@ -84,8 +84,11 @@ func (f *neighborFilter) foreignQuery(protocol tcpip.NetworkProtocolNumber, pkt 
 		if !ok {
 			return false
 		}
+		// The fixed header's next header only, as the ICMPv6 offset below
+		// assumes: a solicitation behind extension headers is passed on
+		// for ipv6 to judge.
 		ip := header.IPv6(b)
-		if ip.TransportProtocol() != header.ICMPv6ProtocolNumber {
+		if tcpip.TransportProtocolNumber(ip.NextHeader()) != header.ICMPv6ProtocolNumber {
 			return false
 		}
 		// PullUp guaranteed size bytes; the packet's own payload length

@@ -145,7 +145,7 @@ func dial(addr string) (net.Conn, error) {
 	}
 	b := [1]byte{'i'}
 	c.SetDeadline(time.Now().Add(dialTimeout))
-	if _, err := c.Write(b[:]); err == nil {
+	if _, err = c.Write(b[:]); err == nil {
 		_, err = io.ReadFull(c, b[:])
 	}
 	if err != nil {
