@@ -42,8 +42,8 @@ func (n *NAT) handleICMP(id gstack.TransportEndpointID, pkt *gstack.PacketBuffer
 	}
 	src, dst := endpoints(id)
 	d := n.cfg.Policy.Outbound(netip.AddrPortFrom(src.Addr(), 0), netip.AddrPortFrom(dst.Addr(), 0))
-	if dst.Addr() == n.cfg.Policy.gateway(dst.Addr()) {
-		return false
+	if n.cfg.Policy.isGateway(dst.Addr()) {
+		return false // the stack answers the gateway's own echo requests
 	}
 	if n.stats.count(d.Action) != Forward || !n.pingOK(dst.Addr()) {
 		return true // dropped: no reply is ever faked

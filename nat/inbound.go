@@ -92,7 +92,7 @@ func (n *NAT) openInbound() (*inbound, error) {
 func (in *inbound) open(plan inboundPlan) error {
 	var sum bindSummary
 	fam := in.family()
-	budget := fdBudget()
+	budget := fdBudget(processFDs())
 	for p := 1; p <= 65535; p++ {
 		port := uint16(p)
 		for _, proto := range []ports.Protocol{ports.TCP, ports.UDP} {
@@ -143,18 +143,36 @@ func (in *inbound) bindFamily(proto ports.Protocol, fam Family, port uint16, sum
 // at most 16384 (a busy VM's worth of connections).
 func flowFDReserve(limit int) int { return min(limit/2, 16384) }
 
-// fdBudget is how many inbound sockets forwarding every port may open.
-func fdBudget() int {
+// fdBudget is how many inbound sockets forwarding every port may open
+// with a file-descriptor limit of limit while open are already in use:
+// what is left once the guest's flows have their reserve.
+func fdBudget(limit, open int) int {
+	return max(0, limit-open-flowFDReserve(limit))
+}
+
+// Reading the process's file descriptors at the edge, for fdBudget.
+const (
+	// unlimitedFDs stands for a limit too high to matter (RLIM_INFINITY,
+	// or more than any port set needs): the budget is then every socket
+	// of every port and protocol, with room to spare.
+	unlimitedFDs = 1 << 24
+	// freshFDs is what a fresh masq has open when /proc cannot say:
+	// stdio, epoll, the tap, the runtime's own.
+	freshFDs = 64
+)
+
+// processFDs returns the process's file-descriptor limit and how many it
+// has open.
+func processFDs() (limit, open int) {
 	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > 1<<24 {
-		return 1 << 20
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > unlimitedFDs {
+		return unlimitedFDs, freshFDs
 	}
-	limit := int(lim.Cur)
-	open := 64 // a fresh masq's own: stdio, epoll, the tap, the runtime's
+	open = freshFDs
 	if entries, err := os.ReadDir("/proc/self/fd"); err == nil {
 		open = len(entries)
 	}
-	return max(0, limit-open-flowFDReserve(limit))
+	return int(lim.Cur), open
 }
 
 // family is the family of the inbound sockets: one dual-stack socket per
@@ -257,7 +275,7 @@ func (in *inbound) forwardTCP(fd int, client netip.AddrPort, s *inSocket) {
 		return
 	}
 	n := in.n
-	src := n.seenFrom(client)
+	src := n.cfg.Policy.seenFrom(client)
 	dst := netip.AddrPortFrom(n.cfg.Policy.guestOf(src.Addr().Is6()), s.port)
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetKeepAlive(true) // a client that vanished must not hold the flow forever
@@ -280,19 +298,6 @@ func (in *inbound) forwardTCP(fd int, client netip.AddrPort, s *inSocket) {
 	defer n.reg.untrack(flow)
 	n.stats.inboundTCP.Add(1)
 	flow.splice()
-}
-
-// seenFrom is the address the guest sees a client at: its own, or the
-// gateway's for the pod's loopback (the guest cannot route to 127.0.0.1).
-func (n *NAT) seenFrom(client netip.AddrPort) netip.AddrPort {
-	a := client.Addr().Unmap()
-	if a.IsLoopback() {
-		a = n.cfg.Policy.gateway(a)
-		if !a.IsValid() {
-			a = n.cfg.Policy.gateway(netip.IPv4Unspecified())
-		}
-	}
-	return netip.AddrPortFrom(a, client.Port())
 }
 
 // resetConn closes c with a RST.

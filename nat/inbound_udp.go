@@ -55,7 +55,7 @@ func (in *inbound) readUDP(s *inSocket) {
 
 // fromClient writes a client's datagram to the guest's port.
 func (u *inboundUDP) fromClient(s *inSocket, client netip.AddrPort, payload []byte) {
-	seen := u.n.seenFrom(client)
+	seen := u.n.cfg.Policy.seenFrom(client)
 	key := inKey{port: s.port, seen: seen}
 	u.mu.Lock()
 	defer u.mu.Unlock()

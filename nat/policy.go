@@ -79,7 +79,7 @@ func (p *Policy) Outbound(src, dst netip.AddrPort) Decision {
 	switch {
 	case !p.isGuest(s):
 		return Decision{Action: DropSpoofed}
-	case d == p.gateway(d):
+	case p.isGateway(d):
 		return p.toGateway(d, dst.Port())
 	case !routable(d) || p.Net4.Contains(d) || p.Net6.Contains(d):
 		return Decision{Action: DropInvalid}
@@ -90,6 +90,13 @@ func (p *Policy) Outbound(src, dst netip.AddrPort) Decision {
 // isGuest reports whether a is one of the guest's addresses.
 func (p *Policy) isGuest(a netip.Addr) bool {
 	return a.IsValid() && (a == p.Guest4 || a == p.Guest6)
+}
+
+// isGateway reports whether a is the gateway's address of its family:
+// the stack itself answers there (ARP, NDP, echo requests), and TCP and
+// UDP to it take toGateway's mappings.
+func (p *Policy) isGateway(a netip.Addr) bool {
+	return a.IsValid() && a == p.gateway(a)
 }
 
 // gateway returns the gateway address of a's family (the zero Addr when
@@ -153,4 +160,18 @@ func (t idleTimeouts) idle(echo bool, dst netip.AddrPort) time.Duration {
 		return t.short
 	}
 	return t.udp
+}
+
+// seenFrom is the address the guest sees an inbound client at: its own,
+// or the gateway's for the pod's loopback (the guest cannot route to
+// 127.0.0.1 or ::1), with the client's port either way.
+func (p *Policy) seenFrom(client netip.AddrPort) netip.AddrPort {
+	a := client.Addr().Unmap()
+	if a.IsLoopback() {
+		a = p.gateway(a)
+		if !a.IsValid() {
+			a = p.gateway(netip.IPv4Unspecified())
+		}
+	}
+	return netip.AddrPortFrom(a, client.Port())
 }

@@ -24,6 +24,11 @@ type synQuotes struct {
 	m  map[gstack.TransportEndpointID]synQuote // guarded by mu
 }
 
+// quotedTransportBytes is how much of the transport header an ICMP error
+// quotes after the IP header: the first 64 bits (RFC 792), TCP's ports and
+// sequence number, which the guest's kernel matches to its socket.
+const quotedTransportBytes = 8
+
 // synQuote is one kept quote and when it was kept.
 type synQuote struct {
 	b    []byte
@@ -58,7 +63,8 @@ func (q *synQuotes) keep(id gstack.TransportEndpointID, pkt *gstack.PacketBuffer
 	if len(q.m) >= q.max && q.expireLocked(now) == 0 {
 		return false
 	}
-	q.m[id] = synQuote{b: append(append(make([]byte, 0, len(ip)+8), ip...), tcp[:8]...), kept: now}
+	b := make([]byte, 0, len(ip)+quotedTransportBytes)
+	q.m[id] = synQuote{b: append(append(b, ip...), tcp[:quotedTransportBytes]...), kept: now}
 	return true
 }
 

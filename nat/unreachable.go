@@ -29,7 +29,7 @@ func unreachable(err error) bool {
 // the gateway.
 func (n *NAT) sendUnreachable(src netip.Addr, quote []byte) error {
 	gw := n.cfg.Policy.gateway(src)
-	msg := make([]byte, 8, 8+len(quote))
+	msg := make([]byte, header.ICMPv4MinimumSize, header.ICMPv4MinimumSize+len(quote)) // the same 8 bytes in ICMPv6
 	if src.Is4() {
 		msg[0], msg[1] = byte(header.ICMPv4DstUnreachable), byte(header.ICMPv4HostUnreachable)
 	} else {
