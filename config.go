@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/masqnet/masq/nat"
 	"github.com/masqnet/masq/ports"
 )
 
@@ -83,7 +82,7 @@ type Config struct {
 	// Pod is how flows reach the world; nil means the kernel's sockets
 	// in masq's own network namespace. Tests and embedders inject their
 	// own.
-	Pod nat.Pod
+	Pod Pod
 
 	// Logger receives one line per event. Nil means slog.Default().
 	Logger *slog.Logger

@@ -16,7 +16,10 @@ import (
 	"syscall"
 
 	"github.com/masqnet/masq/dhcp"
+	"github.com/masqnet/masq/inbound"
+	"github.com/masqnet/masq/internal/relay"
 	"github.com/masqnet/masq/nat"
+	"github.com/masqnet/masq/ports"
 	"github.com/masqnet/masq/stack"
 	"github.com/masqnet/masq/tap"
 )
@@ -64,13 +67,26 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 // serve runs the services on st until ctx ends and waits for all of them.
-func serve(ctx context.Context, st *stack.Stack, p runPlan, pod nat.Pod, log *slog.Logger) error {
+func serve(ctx context.Context, st *stack.Stack, p runPlan, pod Pod, log *slog.Logger) error {
+	if pod == nil {
+		pod = kernelPod{}
+	}
 	srv, err := dhcp.NewServer(p.dhcp, log)
 	if err != nil {
 		return fmt.Errorf("dhcp server: %w", err)
 	}
+	// One bound on TCP connections, outbound and inbound, and one pool
+	// of copy buffers for both.
+	limit, pool := relay.NewLimit(nat.DefaultMaxTCP), relay.NewPool()
+	fwd, err := inbound.New(st, inbound.Config{Ports: p.ports,
+		Guest4: p.policy.Guest4, Guest6: p.policy.Guest6, Gateway4: p.gateway4.Addr(), Gateway6: p.gateway6.Addr(),
+		Pod: pod, TCPLimit: limit, Pool: pool, Logger: log})
+	if err != nil {
+		return fmt.Errorf("forward ports: %w", err)
+	}
+	defer fwd.Close() // when Run has not (an error below)
 	flows, err := nat.New(st, nat.Config{Policy: p.policy, Pod: pod, Logger: log,
-		Inbound: true, InboundPorts: p.ports})
+		TCPLimit: limit, Pool: pool, InboundReply: fwd.FromGuest})
 	if err != nil {
 		return fmt.Errorf("masquerade: %w", err)
 	}
@@ -88,6 +104,7 @@ func serve(ctx context.Context, st *stack.Stack, p runPlan, pod nat.Pod, log *sl
 	errc := make(chan error, 1)
 	wg.Go(func() { errc <- srv.Serve(ctx, conn) })
 	wg.Go(func() { flows.Run(ctx) })
+	wg.Go(func() { fwd.Run(ctx) })
 	log.Info("masq ready", "gateway", p.gateway4, "gateway6", p.gateway6, "guest", p.dhcp.GuestIP, "mtu", p.mtu)
 	var serveErr error
 	select {
@@ -131,6 +148,27 @@ func closeTapFD(cfg Config) {
 	if cfg.TapFD >= 0 {
 		syscall.Close(cfg.TapFD)
 	}
+}
+
+// Pod is how masq reaches the world from the pod: the outbound flows'
+// sockets (nat.Pod) and the forwarded ports' (inbound.Pod). Tests and
+// embedders inject their own.
+type Pod interface {
+	nat.Pod
+	inbound.Pod
+}
+
+// kernelPod is the kernel's sockets in masq's own network namespace.
+type kernelPod struct{ nat.KernelPod }
+
+// Listen implements inbound.Pod.Listen.
+func (kernelPod) Listen(proto ports.Protocol, fam inbound.Family, port uint16) (*inbound.Socket, error) {
+	return inbound.KernelPod{}.Listen(proto, fam, port)
+}
+
+// EphemeralPorts implements inbound.Pod.EphemeralPorts.
+func (kernelPod) EphemeralPorts() (first, last uint16, err error) {
+	return inbound.KernelPod{}.EphemeralPorts()
 }
 
 // ConfigError is returned by Run when the configuration or the system it

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/masqnet/masq/internal/relay"
 	"github.com/masqnet/masq/stack"
 )
 
@@ -32,9 +33,9 @@ type datagramProto interface {
 // each flow points to it.
 type datagramEnv struct {
 	pod   Pod
-	st    *stack.Stack // writes replies to the guest
-	reg   *registry    // tracks each flow's goroutine
-	bufs  *bufferPool
+	st    *stack.Stack    // writes replies to the guest
+	reg   *relay.Registry // tracks each flow's goroutine
+	bufs  *relay.Pool
 	now   func() time.Time
 	log   *slog.Logger
 	proto datagramProto
@@ -139,7 +140,7 @@ func (t *datagramTable) flow(src, dst netip.AddrPort) (*datagramFlow, error) {
 		return nil, err
 	}
 	f := newDatagramFlow(t.env, key, conn, t.env.idle(dst))
-	if !t.env.reg.track(f) {
+	if !t.env.reg.Track(f) {
 		conn.Close()
 		return nil, net.ErrClosed
 	}
@@ -178,7 +179,7 @@ func (t *datagramTable) evictLocked(keep *datagramFlow) bool {
 	delete(t.flows, f.key)
 	t.env.stats.evicted.Add(1)
 	f.release()
-	f.abort()
+	f.Abort()
 	return true
 }
 
@@ -212,7 +213,7 @@ func (t *datagramTable) expire(now time.Time) (flows, peers int) {
 	for _, f := range idle {
 		t.env.stats.expired.Add(1)
 		peers += f.release()
-		f.abort()
+		f.Abort()
 	}
 	return len(idle), peers
 }

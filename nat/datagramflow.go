@@ -126,20 +126,20 @@ func (f *datagramFlow) readLoop() {
 		}
 		f.release()
 		f.ended.Store(true)
-		f.env.reg.untrack(f)
+		f.env.reg.Untrack(f)
 	}()
 	for {
 		if f.ready != nil && f.ready.wait() != nil {
 			return
 		}
-		b := f.env.bufs.get()
+		b := f.env.bufs.Get()
 		nr, from, err := f.conn.ReadFromUDPAddrPort(*b)
 		if err != nil {
-			f.env.bufs.put(b)
+			f.env.bufs.Put(b)
 			return
 		}
 		f.reply((*b)[:nr], from, senders)
-		f.env.bufs.put(b)
+		f.env.bufs.Put(b)
 	}
 }
 
@@ -169,8 +169,8 @@ func (f *datagramFlow) idleSince(now time.Time) time.Duration {
 	return time.Duration(now.UnixNano() - f.lastActive.Load())
 }
 
-// abort closes the pod socket; the read loop then ends and releases the
-// flow. It implements flow.
-func (f *datagramFlow) abort() {
+// Abort closes the pod socket; the read loop then ends and releases the
+// flow. It implements relay.Flow.
+func (f *datagramFlow) Abort() {
 	f.closeOnce.Do(func() { f.conn.Close() })
 }

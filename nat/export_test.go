@@ -35,7 +35,7 @@ func (n *NAT) UDPPeers() int { return int(n.udp.env.peers.Load()) }
 
 // FlowGoroutines returns the flows whose goroutines have not ended yet.
 func (n *NAT) FlowGoroutines() int {
-	return n.reg.len()
+	return n.reg.Len()
 }
 
 // SYNQuotes returns the number of SYN quotes kept.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,7 +20,6 @@ import (
 
 	"github.com/masqnet/masq/internal/memguest"
 	"github.com/masqnet/masq/nat"
-	"github.com/masqnet/masq/ports"
 	"github.com/masqnet/masq/stack"
 )
 
@@ -139,11 +139,6 @@ type fakePod struct {
 	up     map[netip.Addr]bool // hosts that answer pings
 	noPing bool                // the pod gives no ping sockets
 	dials  int
-	// window, when set, is the only port range ListenInbound binds; any
-	// other port reports EADDRINUSE without a socket, as if held.
-	window    [2]uint16
-	requested map[uint16]bool // ports ListenInbound was asked for
-	loopback6 bool            // ListenInbound binds ::1 instead of 127.0.0.1
 	// sink, when set, is a network whose destinations take anything and
 	// never answer: a UDP flow opened toward it gets a sinkUDP, no socket.
 	sink netip.Prefix
@@ -366,48 +361,6 @@ func (p *fakePod) answers(a netip.Addr) bool {
 	return p.up[a]
 }
 
-// ListenInbound binds the loopback address of the family instead of the
-// wildcard, so tests never open ports to the machine's network.
-func (p *fakePod) ListenInbound(proto ports.Protocol, fam nat.Family, port uint16) (int, error) {
-	p.mu.Lock()
-	if p.requested == nil {
-		p.requested = map[uint16]bool{}
-	}
-	p.requested[port] = true
-	outside := p.window[1] != 0 && (port < p.window[0] || port > p.window[1])
-	p.mu.Unlock()
-	if outside {
-		return -1, syscall.EADDRINUSE
-	}
-	// Loopback has no dual-stack address: a DualStack request gets the
-	// IPv4 loopback; tests of IPv6 clients ask for IPv6 alone.
-	family, typ, sa := unix.AF_INET, unix.SOCK_STREAM, unix.Sockaddr(&unix.SockaddrInet4{Port: int(port), Addr: [4]byte{127, 0, 0, 1}})
-	if fam == nat.IPv6 || p.loopback6 {
-		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(port), Addr: netip.IPv6Loopback().As16()}
-	}
-	if proto == ports.UDP {
-		typ = unix.SOCK_DGRAM
-	}
-	fd, err := unix.Socket(family, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
-	}
-	if err := unix.Bind(fd, sa); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	if proto == ports.TCP {
-		if err := unix.Listen(fd, 128); err != nil {
-			unix.Close(fd)
-			return -1, err
-		}
-	}
-	return fd, nil
-}
-
-// EphemeralPorts returns the machine's range.
-func (p *fakePod) EphemeralPorts() (uint16, uint16, error) { return nat.KernelPod{}.EphemeralPorts() }
-
 // sinkUDP is a pod socket for floods: it takes datagrams to its sink
 // network and sends nothing (nothing leaves the test), and refuses other
 // destinations as unreachable. It holds no file descriptor, so tests can
@@ -450,3 +403,32 @@ func (r sinkRaw) Read(func(uintptr) bool) error {
 }
 
 func (r sinkRaw) Write(func(uintptr) bool) error { return nil }
+
+// freePort returns a port that is free for UDP and TCP on every IPv4
+// address now, or fails the test.
+func freePort(t *testing.T) uint16 {
+	t.Helper()
+	for try := 0; try < 20; try++ {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := uint16(c.LocalAddr().(*net.UDPAddr).Port)
+		c.Close()
+		if ln, err := net.Listen("tcp4", ":"+itoa(port)); err == nil {
+			ln.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// itoa formats a port.
+func itoa(p uint16) string { return strconv.Itoa(int(p)) }
+
+// isTimeout reports whether err is a deadline's.
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}

@@ -48,8 +48,8 @@ func (n *NAT) handleICMP(id gstack.TransportEndpointID, pkt *gstack.PacketBuffer
 	if n.stats.count(d.Action) != Forward || !n.pingOK(dst.Addr()) {
 		return true // dropped: no reply is ever faked
 	}
-	b := n.bufs.get()
-	defer n.bufs.put(b)
+	b := n.bufs.Get()
+	defer n.bufs.Put(b)
 	m := copy(*b, hdr)
 	data, ok := pkt.Data().PullUp(pkt.Data().Size())
 	if !ok {

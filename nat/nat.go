@@ -14,7 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
-	"github.com/masqnet/masq/ports"
+	"github.com/masqnet/masq/internal/relay"
 	"github.com/masqnet/masq/stack"
 )
 
@@ -76,9 +76,14 @@ type Config struct {
 	DialTimeout time.Duration
 	// MaxTCPPending bounds connections being dialled at once.
 	MaxTCPPending int
-	// MaxTCP bounds TCP connections, outbound and inbound, being dialled
-	// or established; more are refused (RST).
+	// MaxTCP bounds TCP connections being dialled or established; more
+	// are refused (RST). Unused when TCPLimit is set.
 	MaxTCP int
+	// TCPLimit, when set, is a bound on TCP connections shared with
+	// inbound forwarding, in place of MaxTCP.
+	TCPLimit *relay.Limit
+	// Pool lends the copy buffers; nil means a pool of its own.
+	Pool *relay.Pool
 	// MaxUDPFlows bounds UDP flows, and ICMP echo flows apart; beyond it
 	// the least recently used flow is evicted (Stats.UDPEvicted).
 	MaxUDPFlows int
@@ -90,15 +95,11 @@ type Config struct {
 	UDPIdleTimeout, DNSIdleTimeout time.Duration
 	// Now is the clock for idle timeouts; nil means time.Now.
 	Now func() time.Time
-	// Inbound turns port forwarding on: InboundPorts lists the pod ports
-	// forwarded to the same port of the guest; nil forwards every port
-	// but 49152, 49153, the pod's ephemeral range and ports something
-	// else holds (KubeVirt's "no ports listed").
-	Inbound      bool
-	InboundPorts *ports.Set
-	// InboundDialTimeout bounds the connect into the guest of an inbound
-	// connection.
-	InboundDialTimeout time.Duration
+	// InboundReply, when set, is offered every UDP datagram of the guest
+	// first, on the packet path: it reports whether the datagram answered
+	// an inbound flow and was taken (inbound.Forwarder.FromGuest). It must
+	// not block.
+	InboundReply func(src, dst netip.AddrPort, payload []byte) bool
 	// Logger logs one line per event; nil discards.
 	Logger *slog.Logger
 }
@@ -120,11 +121,16 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxUDPFlows, DefaultMaxUDPFlows)
 	def(&c.MaxUDPPeers, DefaultMaxUDPPeers)
 	defDur(&c.DialTimeout, DefaultDialTimeout)
-	defDur(&c.InboundDialTimeout, DefaultInboundDialTimeout)
 	defDur(&c.UDPIdleTimeout, DefaultUDPIdleTimeout)
 	defDur(&c.DNSIdleTimeout, DefaultDNSIdleTimeout)
 	if c.Pod == nil {
 		c.Pod = KernelPod{}
+	}
+	if c.TCPLimit == nil {
+		c.TCPLimit = relay.NewLimit(c.MaxTCP)
+	}
+	if c.Pool == nil {
+		c.Pool = relay.NewPool()
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -142,9 +148,9 @@ type NAT struct {
 	st    *stack.Stack
 	log   *slog.Logger
 	stats counters
-	bufs  *bufferPool
-	reg   *registry      // open flows and their goroutines
-	loops sync.WaitGroup // the NAT's own goroutines: expiry, reports, inbound
+	bufs  *relay.Pool
+	reg   *relay.Registry // open flows and their goroutines
+	loops sync.WaitGroup  // the NAT's own goroutines: expiry, reports, inbound
 
 	ctx    context.Context // ends when Run's does; flows derive from it
 	cancel context.CancelFunc
@@ -152,7 +158,6 @@ type NAT struct {
 	shutdownOnce sync.Once
 
 	udp, icmp *datagramTable
-	in        *inbound // nil without Config.Inbound
 
 	ping4, ping6 bool // the pod gives ping sockets of the family
 
@@ -170,11 +175,10 @@ func New(st *stack.Stack, cfg Config) (*NAT, error) {
 	if !cfg.Policy.Guest4.IsValid() && !cfg.Policy.Guest6.IsValid() {
 		return nil, errors.New("nat: policy has no guest address")
 	}
-	var err error
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &NAT{
 		cfg: cfg, st: st, log: cfg.Logger, ctx: ctx, cancel: cancel,
-		bufs: newBufferPool(), reg: newRegistry(),
+		bufs: cfg.Pool, reg: relay.NewRegistry(),
 		// The forwarder holds at most MaxTCPPending SYNs; twice that
 		// leaves room for entries awaiting their ttl. An entry lives at
 		// most as long as its dial, plus slack.
@@ -206,12 +210,6 @@ func New(st *stack.Stack, cfg Config) (*NAT, error) {
 		n.log.Info("guest pings to the world are not answered: the pod gives no ping socket (see net.ipv4.ping_group_range)",
 			"ipv4_err", err4, "ipv6_err", err6)
 	}
-	if cfg.Inbound {
-		if n.in, err = n.openInbound(); err != nil {
-			cancel()
-			return nil, err
-		}
-	}
 	return n, nil
 }
 
@@ -238,9 +236,6 @@ func (n *NAT) pingOK(a netip.Addr) bool {
 func (n *NAT) Run(ctx context.Context) error {
 	n.loops.Go(n.expireLoop)
 	n.loops.Go(n.reportLoop)
-	if n.in != nil {
-		n.loops.Go(n.in.run)
-	}
 	select {
 	case <-ctx.Done():
 	case <-n.ctx.Done():
@@ -290,14 +285,12 @@ func (n *NAT) logStats(msg string) {
 		"icmp_opened", s.ICMPOpened, "icmp_expired", s.ICMPExpired, "icmp_evicted", s.ICMPEvicted, "icmp_limited", s.ICMPLimited,
 		"icmp_open_failed", s.ICMPOpenFailed, "icmp_send_failed", s.ICMPSendFailed,
 		"memory_released", s.MemoryReleased,
-		"inbound_tcp", s.InboundTCP, "inbound_refused", s.InboundRefused, "inbound_udp", s.InboundUDP, "inbound_paused", s.InboundPaused,
 		"dropped_spoofed", s.DroppedSpoofed, "dropped_invalid", s.DroppedInvalid, "refused_gateway", s.RefusedGateway,
 		"link_tx_queue_full", l.TxQueueFull, "link_tx_errors", l.TxErrors,
 		"link_rx_malformed", l.RxMalformed, "link_rx_bad_checksum", l.RxBadChecksum)
 }
 
-// Close stops new flows, aborts open ones, closes the inbound sockets and
-// waits for every goroutine; Run does it when its context ends. It is safe
+// Close stops new flows, aborts open ones and waits for every goroutine; Run does it when its context ends. It is safe
 // to call more than once.
 func (n *NAT) Close() { n.shutdown() }
 
@@ -305,19 +298,13 @@ func (n *NAT) Close() { n.shutdown() }
 func (n *NAT) shutdown() { n.shutdownOnce.Do(n.doShutdown) }
 
 func (n *NAT) doShutdown() {
-	open := n.reg.close()
+	open := n.reg.Close()
 	n.cancel()
-	if n.in != nil {
-		n.in.stop()
-	}
 	for _, f := range open {
-		f.abort()
+		f.Abort()
 	}
-	n.reg.wait()
+	n.reg.Wait()
 	n.loops.Wait()
-	if n.in != nil {
-		n.in.close()
-	}
 }
 
 // expireLoop ends idle datagram flows until the NAT shuts down. It checks
@@ -344,8 +331,5 @@ func (n *NAT) expire(now time.Time) (flows, peers int) {
 	uf, up := n.udp.expire(now)
 	icf, icp := n.icmp.expire(now)
 	flows, peers = uf+icf, up+icp
-	if n.in != nil {
-		flows += n.in.udp.expire(now)
-	}
 	return flows, peers
 }

@@ -137,14 +137,6 @@ func loopbackOf(v4 bool) netip.Addr {
 	return netip.IPv6Loopback()
 }
 
-// guestOf returns the guest's address of one family.
-func (p *Policy) guestOf(v6 bool) netip.Addr {
-	if v6 {
-		return p.Guest6
-	}
-	return p.Guest4
-}
-
 // idleTimeouts are the idle timeouts of datagram flows.
 type idleTimeouts struct {
 	udp   time.Duration // a UDP flow's
@@ -160,18 +152,4 @@ func (t idleTimeouts) idle(echo bool, dst netip.AddrPort) time.Duration {
 		return t.short
 	}
 	return t.udp
-}
-
-// seenFrom is the address the guest sees an inbound client at: its own,
-// or the gateway's for the pod's loopback (the guest cannot route to
-// 127.0.0.1 or ::1), with the client's port either way.
-func (p *Policy) seenFrom(client netip.AddrPort) netip.AddrPort {
-	a := client.Addr().Unmap()
-	if a.IsLoopback() {
-		a = p.gateway(a)
-		if !a.IsValid() {
-			a = p.gateway(netip.IPv4Unspecified())
-		}
-	}
-	return netip.AddrPortFrom(a, client.Port())
 }

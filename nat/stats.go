@@ -19,9 +19,8 @@ type Stats struct {
 	TCPLimited uint64
 	// TCPOpened counts TCP connections proxied.
 	TCPOpened uint64
-	// UDPLimited counts UDP datagrams dropped at a bound: outbound, to a
-	// destination beyond a flow's own (1024 addresses); inbound, from a
-	// client beyond MaxUDPFlows.
+	// UDPLimited counts UDP datagrams dropped at a bound: to a
+	// destination beyond a flow's own (1024 addresses).
 	UDPLimited uint64
 	// UDPOpened and UDPExpired count UDP flows opened and ended idle.
 	UDPOpened, UDPExpired uint64
@@ -41,26 +40,16 @@ type Stats struct {
 	// MemoryReleased counts the times masq returned freed memory to the
 	// operating system after idle flows ended in bulk.
 	MemoryReleased uint64
-	// InboundTCP counts inbound connections spliced to the guest;
-	// InboundRefused those the guest refused or never answered (their
-	// clients got a RST).
-	InboundTCP, InboundRefused uint64
-	// InboundUDP counts inbound UDP flows (client address and port).
-	InboundUDP uint64
-	// InboundPaused counts times a listener rested because masq was out
-	// of file descriptors.
-	InboundPaused uint64
 }
 
 // counters is Stats kept with atomics.
 type counters struct {
-	droppedSpoofed, droppedInvalid, refusedGateway        atomic.Uint64
-	tcpDialFailed, tcpLimited, tcpOpened, tcpOpen         atomic.Uint64
-	udpLimited, udpOpened, udpExpired, udpSendFailed      atomic.Uint64
-	udpEvicted, udpOpenFailed                             atomic.Uint64
-	icmpLimited, icmpOpened, icmpExpired, icmpSendFailed  atomic.Uint64
-	icmpEvicted, icmpOpenFailed, memoryReleased           atomic.Uint64
-	inboundTCP, inboundRefused, inboundUDP, inboundPaused atomic.Uint64
+	droppedSpoofed, droppedInvalid, refusedGateway       atomic.Uint64
+	tcpDialFailed, tcpLimited, tcpOpened                 atomic.Uint64
+	udpLimited, udpOpened, udpExpired, udpSendFailed     atomic.Uint64
+	udpEvicted, udpOpenFailed                            atomic.Uint64
+	icmpLimited, icmpOpened, icmpExpired, icmpSendFailed atomic.Uint64
+	icmpEvicted, icmpOpenFailed, memoryReleased          atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -86,10 +75,6 @@ func (n *NAT) Stats() Stats {
 		ICMPEvicted:    c.icmpEvicted.Load(),
 		ICMPOpenFailed: c.icmpOpenFailed.Load(),
 		MemoryReleased: c.memoryReleased.Load(),
-		InboundTCP:     c.inboundTCP.Load(),
-		InboundRefused: c.inboundRefused.Load(),
-		InboundUDP:     c.inboundUDP.Load(),
-		InboundPaused:  c.inboundPaused.Load(),
 	}
 }
 

@@ -3,6 +3,8 @@ package nat
 import (
 	"context"
 
+	"github.com/masqnet/masq/internal/relay"
+
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -44,12 +46,15 @@ func (n *NAT) handleTCP(fwd *tcp.Forwarder, id gstack.TransportEndpointID, pkt *
 func (n *NAT) forwardTCP(r *tcp.ForwarderRequest) {
 	src, dst := endpoints(r.ID())
 	d := n.cfg.Policy.Outbound(src, dst)
-	if d.Action != Forward || !n.reserveTCP() {
+	if d.Action != Forward || !n.cfg.TCPLimit.Reserve() {
+		if d.Action == Forward {
+			n.stats.tcpLimited.Add(1)
+		}
 		n.syns.take(r.ID())
 		r.Complete(true)
 		return
 	}
-	defer n.releaseTCP()
+	defer n.cfg.TCPLimit.Release()
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.DialTimeout)
 	pod, err := n.cfg.Pod.DialTCP(ctx, d.Dst)
 	cancel()
@@ -76,27 +81,13 @@ func (n *NAT) forwardTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	r.Complete(false)
-	f := newTCPFlow(n.bufs, ep, &wq, pod)
-	if !n.reg.track(f) {
-		f.abort()
-		f.close()
+	f := relay.NewTCP(n.bufs, ep, &wq, pod)
+	if !n.reg.Track(f) {
+		f.Abort()
+		f.Close()
 		return
 	}
 	n.stats.tcpOpened.Add(1)
-	defer n.reg.untrack(f)
-	f.splice()
+	defer n.reg.Untrack(f)
+	f.Splice()
 }
-
-// reserveTCP takes one of MaxTCP places for a connection, outbound or
-// inbound, being dialled or established; false (counted) means none is
-// left. releaseTCP gives it back.
-func (n *NAT) reserveTCP() bool {
-	if n.stats.tcpOpen.Add(1) > uint64(n.cfg.MaxTCP) {
-		n.stats.tcpOpen.Add(^uint64(0))
-		n.stats.tcpLimited.Add(1)
-		return false
-	}
-	return true
-}
-
-func (n *NAT) releaseTCP() { n.stats.tcpOpen.Add(^uint64(0)) }

@@ -32,7 +32,7 @@ func (n *NAT) handleUDP(id gstack.TransportEndpointID, pkt *gstack.PacketBuffer)
 	if !ok {
 		return true
 	}
-	if n.in != nil && n.cfg.Policy.isGuest(src.Addr()) && n.in.udp.toClient(src, dst, payload) {
+	if n.cfg.InboundReply != nil && n.cfg.InboundReply(src, dst, payload) {
 		return true // the guest's answer to an inbound flow
 	}
 	d := n.cfg.Policy.Outbound(src, dst)

@@ -1,4 +1,4 @@
-package nat
+package relay
 
 import (
 	"errors"
@@ -13,19 +13,19 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
-// tcpFlow is one proxied TCP connection: the guest's side is a gVisor
+// TCP is one proxied TCP connection: the guest's side is a gVisor
 // endpoint, the pod's a socket. Bytes are copied both ways through pooled
 // buffers taken only while data is ready, so an idle connection holds no
 // buffer. A FIN on either side becomes a FIN (CloseWrite) on the other; an
 // RST or error on either side resets both.
-type tcpFlow struct {
-	bufs      *bufferPool
+type TCP struct {
+	bufs      *Pool
 	guest     *guestConn
 	pod       *podConn
 	resetOnce sync.Once
 }
 
-// halfConn is one side of a tcpFlow as the copy loop sees it.
+// halfConn is one side of a TCP as the copy loop sees it.
 type halfConn interface {
 	// read waits, holding no buffer, until there is data, EOF or an
 	// error, then reads into a buffer from the NAT's pool, which the
@@ -36,37 +36,38 @@ type halfConn interface {
 	closeWrite()
 }
 
-// newTCPFlow joins a connected guest endpoint and a pod connection.
+// NewTCP joins a connected guest endpoint (with its waiter queue) and a
+// pod connection, taking ownership of both: Splice closes them.
 // Keepalive on the guest's side ends flows whose guest vanished (a VM
 // reset) while the other side idles.
-func newTCPFlow(bufs *bufferPool, ep tcpip.Endpoint, wq *waiter.Queue, pod net.Conn) *tcpFlow {
+func NewTCP(bufs *Pool, ep tcpip.Endpoint, wq *waiter.Queue, pod net.Conn) *TCP {
 	ep.SocketOptions().SetKeepAlive(true)
-	return &tcpFlow{bufs: bufs, guest: newGuestConn(bufs, ep, wq), pod: newPodConn(bufs, pod)}
+	return &TCP{bufs: bufs, guest: newGuestConn(bufs, ep, wq), pod: newPodConn(bufs, pod)}
 }
 
-// splice copies both ways until both directions have ended, then closes
+// Splice copies both ways until both directions have ended, then closes
 // both sides.
-func (f *tcpFlow) splice() {
+func (f *TCP) Splice() {
 	var wg sync.WaitGroup
 	wg.Go(func() { f.copy(f.guest, f.pod) })
 	f.copy(f.pod, f.guest)
 	wg.Wait()
-	f.close()
+	f.Close()
 }
 
 // copy moves bytes from src to dst until src's EOF, which it passes on as
 // a FIN, or an error on either side, which resets both.
-func (f *tcpFlow) copy(dst, src halfConn) {
+func (f *TCP) copy(dst, src halfConn) {
 	for {
 		b, nr, rerr := src.read()
 		var werr error
 		if nr > 0 {
 			_, werr = dst.Write((*b)[:nr])
 		}
-		f.bufs.put(b)
+		f.bufs.Put(b)
 		switch {
 		case werr != nil || (rerr != nil && rerr != io.EOF):
-			f.abort()
+			f.Abort()
 			return
 		case rerr == io.EOF:
 			dst.closeWrite()
@@ -75,25 +76,26 @@ func (f *tcpFlow) copy(dst, src halfConn) {
 	}
 }
 
-// abort resets both sides: an RST to the guest and to the pod's peer. It
-// implements flow; it is safe to call more than once and concurrently.
-func (f *tcpFlow) abort() {
+// Abort resets both sides: an RST to the guest and to the pod's peer. It
+// implements Flow.
+func (f *TCP) Abort() {
 	f.resetOnce.Do(func() {
 		f.guest.Abort()
-		resetConn(f.pod.Conn)
+		ResetConn(f.pod.Conn)
 	})
 }
 
-// close releases both sides after the copies have ended.
-func (f *tcpFlow) close() {
+// Close releases both sides; Splice does it when the copies have ended,
+// and a flow that never spliced must be closed (after Abort).
+func (f *TCP) Close() {
 	f.guest.Close()
 	f.pod.Close()
 }
 
-// podConn is the pod's side of a tcpFlow.
+// podConn is the pod's side of a TCP.
 type podConn struct {
 	net.Conn
-	bufs *bufferPool
+	bufs *Pool
 	rc   syscall.RawConn // nil when the conn has no fd: reads then hold a buffer while they block
 
 	// State of tryRead, used by the one reading goroutine.
@@ -103,7 +105,7 @@ type podConn struct {
 	tryRead func(fd uintptr) bool // p.readNow, bound once: no allocation per read
 }
 
-func newPodConn(bufs *bufferPool, c net.Conn) *podConn {
+func newPodConn(bufs *Pool, c net.Conn) *podConn {
 	p := &podConn{Conn: c, bufs: bufs}
 	if sc, ok := c.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
@@ -116,14 +118,14 @@ func newPodConn(bufs *bufferPool, c net.Conn) *podConn {
 
 func (p *podConn) read() (*[]byte, int, error) {
 	if p.rc == nil {
-		b := p.bufs.get()
+		b := p.bufs.Get()
 		nr, err := p.Conn.Read(*b)
 		return b, nr, err
 	}
 	p.buf, p.nr, p.err = nil, 0, nil
 	if err := p.rc.Read(p.tryRead); err != nil { // closed
 		if p.buf == nil {
-			p.buf = p.bufs.get()
+			p.buf = p.bufs.Get()
 		}
 		return p.buf, 0, err
 	}
@@ -136,7 +138,7 @@ func (p *podConn) read() (*[]byte, int, error) {
 // buffer, and a read costs one system call.
 func (p *podConn) readNow(fd uintptr) bool {
 	if p.buf == nil {
-		p.buf = p.bufs.get()
+		p.buf = p.bufs.Get()
 	}
 	for {
 		n, err := unix.Read(int(fd), *p.buf)
@@ -144,7 +146,7 @@ func (p *podConn) readNow(fd uintptr) bool {
 		case err == unix.EINTR:
 			continue
 		case err == unix.EAGAIN:
-			p.bufs.put(p.buf)
+			p.bufs.Put(p.buf)
 			p.buf = nil
 			return false
 		case err != nil:
@@ -168,4 +170,12 @@ func (p *podConn) closeWrite() {
 		}
 	}
 	p.Conn.Close()
+}
+
+// ResetConn closes c with a RST when it is a TCP connection.
+func ResetConn(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
 }

@@ -1,4 +1,4 @@
-package nat_test
+package inbound_test
 
 import (
 	"errors"
@@ -13,8 +13,9 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 
+	"github.com/masqnet/masq/inbound"
 	"github.com/masqnet/masq/internal/memguest"
-	"github.com/masqnet/masq/nat"
+	"github.com/masqnet/masq/internal/relay"
 	"github.com/masqnet/masq/ports"
 )
 
@@ -85,22 +86,6 @@ func trimBrackets(s string) string {
 	return s
 }
 
-// inboundHarness forwards ports to a guest and returns it.
-func inboundHarness(t *testing.T, pod *fakePod, spec string) (*memguest.Guest, *nat.NAT) {
-	t.Helper()
-	return harness(t, pod, func(c *nat.Config) {
-		c.Inbound = true
-		if spec != "" {
-			set, err := ports.Parse(spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.InboundPorts = &set
-		}
-		c.InboundDialTimeout = 2 * time.Second
-	})
-}
-
 // guestListen accepts one connection on the guest's port and reports the
 // client address it saw, writing it back to the client.
 func guestListen(t *testing.T, g *memguest.Guest, local netip.AddrPort) <-chan netip.AddrPort {
@@ -163,8 +148,8 @@ func TestInboundTCP(t *testing.T) {
 			if string(got) != from.String() {
 				t.Fatalf("client read %q, want the guest's answer %q", got, from)
 			}
-			if n.Stats().InboundTCP != 1 {
-				t.Errorf("InboundTCP = %d, want 1", n.Stats().InboundTCP)
+			if n.Stats().TCP != 1 {
+				t.Errorf("TCP = %d, want 1", n.Stats().TCP)
 			}
 		})
 	}
@@ -189,8 +174,8 @@ func TestInboundTCPGuestNotListening(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("reset took %v, want under 1s", d)
 	}
-	if n.Stats().InboundRefused != 1 {
-		t.Errorf("InboundRefused = %d, want 1", n.Stats().InboundRefused)
+	if n.Stats().Refused != 1 {
+		t.Errorf("Refused = %d, want 1", n.Stats().Refused)
 	}
 }
 
@@ -235,8 +220,8 @@ func TestInboundUDP(t *testing.T) {
 	if got != want || from != dst {
 		t.Fatalf("reply %q from %s, want %q from %s", got, from, want, dst)
 	}
-	if n.Stats().InboundUDP != 1 {
-		t.Errorf("InboundUDP = %d, want 1", n.Stats().InboundUDP)
+	if n.Stats().UDP != 1 {
+		t.Errorf("UDP = %d, want 1", n.Stats().UDP)
 	}
 }
 
@@ -267,7 +252,7 @@ func TestInboundDefaultSkipsReservedAndEphemeral(t *testing.T) {
 	port := freeLowPort(t)
 	pod.window = [2]uint16{port, port} // everything else "held", without sockets
 	g, _ := inboundHarness(t, pod, "")
-	first, last, err := nat.KernelPod{}.EphemeralPorts()
+	first, last, err := inbound.KernelPod{}.EphemeralPorts()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,9 +289,9 @@ func itoa(p uint16) string {
 func TestInboundTCPLimit(t *testing.T) {
 	port := freePort(t)
 	pod := newFakePod()
-	g, n := harness(t, pod, func(c *nat.Config) {
+	g, n := harness(t, pod, false, func(c *inbound.Config) {
 		set, _ := ports.Parse(itoa(port))
-		c.Inbound, c.InboundPorts, c.MaxTCP = true, &set, 1
+		c.Ports, c.TCPLimit = &set, relay.NewLimit(1)
 	})
 	ln, err := gonet.ListenTCP(g.Stack, memguest.FullAddress(netip.AddrPortFrom(guest4.Addr(), port)), ipv4.ProtocolNumber)
 	if err != nil {
@@ -328,7 +313,7 @@ func TestInboundTCPLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer first.Close()
-	waitFor(t, func() bool { return n.Stats().InboundTCP == 1 }, "the first connection to reach the guest")
+	waitFor(t, func() bool { return n.Stats().TCP == 1 }, "the first connection to reach the guest")
 	// The reset may come before connect returns or on the first read.
 	second, err := net.DialTimeout("tcp4", addr, 2*time.Second)
 	if err == nil {
@@ -339,14 +324,14 @@ func TestInboundTCPLimit(t *testing.T) {
 	if err == nil || !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("connection beyond MaxTCP: %v, want a reset", err)
 	}
-	if n.Stats().TCPLimited == 0 {
-		t.Error("TCPLimited not counted")
+	if n.Stats().Limited == 0 {
+		t.Error("Limited not counted")
 	}
 }
 
 func TestInboundGuestSilentClosedInBoundedTime(t *testing.T) {
 	port := freePort(t)
-	g, n := inboundHarness(t, newFakePod(), itoa(port)) // InboundDialTimeout 2s
+	g, n := inboundHarness(t, newFakePod(), itoa(port)) // DialTimeout 2s
 	g.RemoveAddress(t, guest4.Addr())                   // nobody answers ARP for 10.0.2.2: the SYN goes nowhere
 	c, err := net.DialTimeout("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port).String(), 2*time.Second)
 	if err != nil {
@@ -362,7 +347,22 @@ func TestInboundGuestSilentClosedInBoundedTime(t *testing.T) {
 	if d := time.Since(start); d < time.Second || d > 5*time.Second {
 		t.Errorf("closed after %v, want about the 2s dial timeout", d)
 	}
-	if n.Stats().InboundRefused != 1 {
-		t.Errorf("InboundRefused = %d, want 1", n.Stats().InboundRefused)
+	if n.Stats().Refused != 1 {
+		t.Errorf("Refused = %d, want 1", n.Stats().Refused)
 	}
+}
+
+// udpRoundTrip sends msg from c to dst and returns the first reply and
+// its source, waiting at most timeout.
+func udpRoundTrip(c net.PacketConn, dst netip.AddrPort, msg string, timeout time.Duration) (string, netip.AddrPort, error) {
+	if _, err := c.WriteTo([]byte(msg), net.UDPAddrFromAddrPort(dst)); err != nil {
+		return "", netip.AddrPort{}, err
+	}
+	c.SetReadDeadline(time.Now().Add(timeout))
+	buf := make([]byte, 2048)
+	n, from, err := c.ReadFrom(buf)
+	if err != nil {
+		return "", netip.AddrPort{}, err
+	}
+	return string(buf[:n]), from.(*net.UDPAddr).AddrPort(), nil
 }

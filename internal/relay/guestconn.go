@@ -1,4 +1,4 @@
-package nat
+package relay
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 // allocates its reader, writer and waiter entries on every call). It is
 // used by one reader and one writer goroutine at a time.
 type guestConn struct {
-	bufs *bufferPool
+	bufs *Pool
 	ep   tcpip.Endpoint
 	wq   *waiter.Queue
 
@@ -34,7 +34,7 @@ var errGuestClosed = errors.New("guest connection closed")
 // readEvents are the events that make a read return: data, EOF, error.
 const readEvents = waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr
 
-func newGuestConn(bufs *bufferPool, ep tcpip.Endpoint, wq *waiter.Queue) *guestConn {
+func newGuestConn(bufs *Pool, ep tcpip.Endpoint, wq *waiter.Queue) *guestConn {
 	g := &guestConn{bufs: bufs, ep: ep, wq: wq}
 	g.readEntry, g.readReady = waiter.NewChannelEntry(readEvents)
 	g.writeEntry, g.writeReady = waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
@@ -56,7 +56,7 @@ func (g *guestConn) waitReadable() {
 // read implements halfConn.read.
 func (g *guestConn) read() (*[]byte, int, error) {
 	g.waitReadable()
-	b := g.bufs.get()
+	b := g.bufs.Get()
 	nr, err := g.Read(*b)
 	return b, nr, err
 }

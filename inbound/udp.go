@@ -1,4 +1,4 @@
-package nat
+package inbound
 
 import (
 	"net/netip"
@@ -9,13 +9,15 @@ import (
 	"github.com/masqnet/masq/stack"
 )
 
-// inboundUDP holds the flows of clients writing to a forwarded UDP port:
+// udpFlows holds the flows of clients writing to a forwarded UDP port:
 // each client address and port is a flow, whose datagrams reach the guest
 // from the client's address, and whose guest replies leave through the
 // port's pod socket, so the client sees them come from the port it wrote
 // to.
-type inboundUDP struct {
-	n      *NAT
+type udpFlows struct {
+	cfg    *Config
+	st     *stack.Stack
+	stats  *counters
 	active atomic.Int32 // len(flows), read on the packet path without the lock
 
 	mu     sync.Mutex
@@ -34,28 +36,28 @@ type inFlow struct {
 	sock       *inSocket
 	client     netip.AddrPort // the real client, for replies
 	sender     *stack.Sender  // to the guest, from seen
-	lastActive int64          // Config.Now in Unix ns; guarded by inboundUDP.mu
+	lastActive int64          // Config.Now in Unix ns; guarded by udpFlows.mu
 }
 
-func newInboundUDP(n *NAT) *inboundUDP {
-	return &inboundUDP{n: n, flows: make(map[inKey]*inFlow)}
+func newUDPFlows(cfg *Config, st *stack.Stack, stats *counters) *udpFlows {
+	return &udpFlows{cfg: cfg, st: st, stats: stats, flows: make(map[inKey]*inFlow)}
 }
 
 // readUDP drains s, forwarding each datagram to the guest. It runs on the
-// poller goroutine, which owns in.buf.
-func (in *inbound) readUDP(s *inSocket) {
+// poller goroutine, which owns f.buf.
+func (f *Forwarder) readUDP(s *inSocket) {
 	for {
-		nr, client, err := recvFrom(s.fd, in.buf, &in.rsa)
+		nr, client, err := recvFrom(s.fd, f.buf, &f.rsa)
 		if err != nil {
 			return
 		}
-		in.udp.fromClient(s, client, in.buf[:nr])
+		f.udp.fromClient(s, client, f.buf[:nr])
 	}
 }
 
 // fromClient writes a client's datagram to the guest's port.
-func (u *inboundUDP) fromClient(s *inSocket, client netip.AddrPort, payload []byte) {
-	seen := u.n.cfg.Policy.seenFrom(client)
+func (u *udpFlows) fromClient(s *inSocket, client netip.AddrPort, payload []byte) {
+	seen := u.cfg.seenFrom(client)
 	key := inKey{port: s.port, seen: seen}
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -64,27 +66,27 @@ func (u *inboundUDP) fromClient(s *inSocket, client netip.AddrPort, payload []by
 	}
 	f := u.flows[key]
 	if f == nil {
-		if len(u.flows) >= u.n.cfg.MaxUDPFlows {
-			u.n.stats.udpLimited.Add(1)
+		if len(u.flows) >= u.cfg.MaxUDPFlows {
+			u.stats.udpLimited.Add(1)
 			return
 		}
-		sender, err := u.n.st.NewSender(seen.Addr(), u.n.cfg.Policy.guestOf(seen.Addr().Is6()))
+		sender, err := u.st.NewSender(seen.Addr(), u.cfg.guestFor(seen.Addr()))
 		if err != nil {
 			return
 		}
 		f = &inFlow{sock: s, client: client, sender: sender}
 		u.flows[key] = f
 		u.active.Store(int32(len(u.flows)))
-		u.n.stats.inboundUDP.Add(1)
+		u.stats.udp.Add(1)
 	}
-	f.lastActive = u.n.cfg.Now().UnixNano()
+	f.lastActive = u.cfg.Now().UnixNano()
 	f.sender.WriteUDP(seen.Port(), s.port, payload)
 }
 
 // toClient sends a guest datagram from src to dst through the forwarded
 // port's pod socket when it answers an inbound flow, and reports whether
 // it did. It runs on the packet path.
-func (u *inboundUDP) toClient(src, dst netip.AddrPort, payload []byte) bool {
+func (u *udpFlows) toClient(src, dst netip.AddrPort, payload []byte) bool {
 	if u.active.Load() == 0 {
 		return false
 	}
@@ -94,20 +96,20 @@ func (u *inboundUDP) toClient(src, dst netip.AddrPort, payload []byte) bool {
 	if f == nil || u.closed {
 		return false
 	}
-	f.lastActive = u.n.cfg.Now().UnixNano()
+	f.lastActive = u.cfg.Now().UnixNano()
 	if err := sendTo(f.sock.fd, payload, f.client, f.sock.v6()); err != nil {
-		u.n.stats.udpSendFailed.Add(1)
+		u.stats.udpSendFailed.Add(1)
 	}
 	return true
 }
 
 // expire ends flows idle for longer than the UDP timeout at now.
-func (u *inboundUDP) expire(now time.Time) int {
+func (u *udpFlows) expire(now time.Time) int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	ended := 0
 	for k, f := range u.flows {
-		if time.Duration(now.UnixNano()-f.lastActive) > u.n.cfg.UDPIdleTimeout {
+		if time.Duration(now.UnixNano()-f.lastActive) > u.cfg.UDPIdleTimeout {
 			f.sender.Close()
 			delete(u.flows, k)
 			ended++
@@ -118,7 +120,7 @@ func (u *inboundUDP) expire(now time.Time) int {
 }
 
 // close ends every flow; later datagrams are dropped.
-func (u *inboundUDP) close() {
+func (u *udpFlows) close() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.closed = true
@@ -127,4 +129,21 @@ func (u *inboundUDP) close() {
 		delete(u.flows, k)
 	}
 	u.active.Store(0)
+}
+
+// FromGuest is offered each UDP datagram the guest sends that no socket
+// of masq's took, before the outbound flows see it: when it answers an
+// inbound flow (from the forwarded port, to the client as the guest sees
+// it), it leaves through the port's pod socket and FromGuest reports
+// true. It runs on the packet path and never blocks.
+func (f *Forwarder) FromGuest(src, dst netip.AddrPort, payload []byte) bool {
+	if !f.isGuest(src.Addr()) {
+		return false
+	}
+	return f.udp.toClient(src, dst, payload)
+}
+
+// isGuest reports whether a is one of the guest's addresses.
+func (f *Forwarder) isGuest(a netip.Addr) bool {
+	return a.IsValid() && (a == f.cfg.Guest4 || a == f.cfg.Guest6)
 }
