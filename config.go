@@ -8,13 +8,15 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/masqnet/masq/dhcp"
 	"github.com/masqnet/masq/ports"
 )
 
-// MinMTU and MaxMTU bound Config.MTU: IPv4's minimum datagram size, and the
+// MinMTU and MaxMTU bound Config.MTU: IPv4's minimum datagram size (as
+// dhcp defines it: the guest learns its MTU from DHCP option 26), and the
 // largest MTU a Linux tap carries unfragmented (64 KiB less headers).
 const (
-	MinMTU = 68
+	MinMTU = dhcp.MinMTU
 	MaxMTU = 65520
 )
 

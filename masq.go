@@ -94,7 +94,7 @@ func serve(ctx context.Context, st *stack.Stack, p runPlan, pod Pod, log *slog.L
 	if err := st.Start(); err != nil {
 		return err
 	}
-	conn, err := st.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), dhcpServerPort))
+	conn, err := st.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), dhcp.ServerPort))
 	if err != nil {
 		return fmt.Errorf("listen for DHCP: %w", err)
 	}
@@ -122,9 +122,6 @@ func serve(ctx context.Context, st *stack.Stack, p runPlan, pod Pod, log *slog.L
 	log.Info("masq stopped")
 	return nil
 }
-
-// dhcpServerPort is where DHCPv4 servers listen (RFC 2131 §4.1).
-const dhcpServerPort = 67
 
 // openLink opens the guest's tap as cfg says.
 func openLink(cfg Config, mtu uint32) (*tap.Device, error) {

@@ -17,6 +17,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/masqnet/masq"
+	"github.com/masqnet/masq/dhcp"
 	"github.com/masqnet/masq/internal/memguest"
 	"github.com/masqnet/masq/ports"
 )
@@ -75,7 +76,7 @@ func dhcpConn(t *testing.T, g *memguest.Guest, local netip.Addr) *gonet.UDPConn 
 		t.Fatal(terr)
 	}
 	ep.SocketOptions().SetBroadcast(true)
-	if terr := ep.Bind(memguest.FullAddress(netip.AddrPortFrom(local, 68))); terr != nil {
+	if terr := ep.Bind(memguest.FullAddress(netip.AddrPortFrom(local, dhcp.ClientPort))); terr != nil {
 		t.Fatal(terr)
 	}
 	c := gonet.NewUDPConn(&wq, ep)

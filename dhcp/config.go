@@ -24,8 +24,11 @@ const DefaultLeaseTime = 24 * time.Hour
 // seconds, which RFC 2132 §9.2 defines as infinite.
 const maxLeaseTime = math.MaxUint32 * time.Second
 
-// minMTU is the smallest MTU option 26 may carry (RFC 2132 §5.1).
-const minMTU = 68
+// MinMTU is the smallest MTU option 26 may carry (RFC 2132 §5.1): IPv4's
+// minimum datagram size (RFC 791), which every IPv4 link must pass whole.
+// It is the one definition of that floor: masq.Config.Validate bounds the
+// guest's link MTU with it, since that MTU reaches the guest in option 26.
+const MinMTU = 68
 
 // Config is what the DHCPv4 server tells the guest. It is built from netip
 // values and validated by the caller (masq.Config.Validate); NewServer only
@@ -57,7 +60,7 @@ type Config struct {
 	// Hostname is option 12; empty means it is not sent.
 	Hostname string
 
-	// MTU is the guest's interface MTU (option 26), at least 68. It is sent
+	// MTU is the guest's interface MTU (option 26), at least MinMTU. It is sent
 	// whether or not the client asks: busybox udhcpc does not ask.
 	MTU uint16
 
@@ -83,8 +86,8 @@ func compile(cfg Config) (optionSets, error) {
 	if err := checkAddrs(cfg); err != nil {
 		return optionSets{}, err
 	}
-	if cfg.MTU < minMTU {
-		return optionSets{}, fmt.Errorf("MTU %d: less than %d", cfg.MTU, minMTU)
+	if cfg.MTU < MinMTU {
+		return optionSets{}, fmt.Errorf("MTU %d: less than %d", cfg.MTU, MinMTU)
 	}
 	lease, err := leaseTime(cfg.LeaseTime)
 	if err != nil {

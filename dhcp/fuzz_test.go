@@ -16,7 +16,7 @@ func FuzzHandle(f *testing.F) {
 	cfg := testConfig()
 	cfg.GuestMAC = nil // let every seed's client through
 	s := newTestServer(f, cfg)
-	from := &net.UDPAddr{IP: net.IPv4zero, Port: clientPort}
+	from := &net.UDPAddr{IP: net.IPv4zero, Port: ClientPort}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var conn recordingConn
 		s.handle(&conn, data, from)

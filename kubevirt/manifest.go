@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -272,7 +273,7 @@ func readPorts(path string, in []port) (*ports.Set, error) {
 		default:
 			return nil, fmt.Errorf("%s (%q): protocol %q: allowed are TCP or UDP", here, p.Name, p.Protocol)
 		}
-		if p.Port < 1 || p.Port > 65535 {
+		if p.Port < 1 || p.Port > math.MaxUint16 { // a TCP/UDP port is 16 bits; 0 is no port
 			return nil, fmt.Errorf("%s (%q): port %d: allowed are 1 to 65535", here, p.Name, p.Port)
 		}
 		if ports.Reserved(uint16(p.Port)) {

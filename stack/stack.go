@@ -31,7 +31,8 @@ const GatewayMAC = tcpip.LinkAddress("\x02\x00\x00\x00\x00\x00")
 // validated by the caller; New checks only what gVisor would reject.
 type Config struct {
 	// MTU is the largest IP packet, in bytes, sent to or accepted from the
-	// guest. It must be at least 68 (IPv4's minimum) and at most 65520.
+	// guest. It must be within masq.MinMTU..masq.MaxMTU (68, IPv4's
+	// minimum, to 65520), which masq.Config.Validate checks.
 	MTU uint32
 
 	// MAC is the gateway's link address. Empty means GatewayMAC.

@@ -47,9 +47,9 @@ var _ stack.GSOEndpoint = (*vnetLink)(nil)
 
 // virtio-net header (linux/virtio_net.h), without num_buffers.
 const (
-	vnetHdrSize       = 10
-	vnetFlagNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM: checksum partial, to be completed
-	vnetFlagDataValid = 2 // VIRTIO_NET_HDR_F_DATA_VALID: checksum verified
+	vnetHdrSize       = header.VirtioNetHeaderSize // 10: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
+	vnetFlagNeedsCsum = 1                          // VIRTIO_NET_HDR_F_NEEDS_CSUM: checksum partial, to be completed
+	vnetFlagDataValid = 2                          // VIRTIO_NET_HDR_F_DATA_VALID: checksum verified
 	vnetGSONone       = 0
 	vnetGSOTCPv4      = 1
 	vnetGSOTCPv6      = 4

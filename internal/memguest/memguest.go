@@ -187,8 +187,9 @@ func growBuffers(fd int) {
 }
 
 // vnetHdrSize is the size of the virtio-net header (without num_buffers)
-// before each frame of an offload link.
-const vnetHdrSize = 10
+// before each frame of an offload link: gVisor's definition, which
+// package stack's link uses too.
+const vnetHdrSize = header.VirtioNetHeaderSize
 
 // WriteFrame sends frame, a whole Ethernet frame, to masq as the guest's
 // kernel would, bypassing the guest's stack: tests of hostile or odd
