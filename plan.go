@@ -92,12 +92,6 @@ func readResolvConf(path string, log *slog.Logger) dhcp.ResolvConf {
 	return rc
 }
 
-// dnsPort is where a resolver listens (RFC 1035 §4.2): the pod's resolver
-// on its loopback address is reached there. nat has its own unexported
-// dnsPort for gateway:53; one exported name belongs in nat once its split
-// lands (issue #9).
-const dnsPort = 53
-
 // dnsPlan decides which nameservers the guest is offered (DHCPv4 carries
 // IPv4 ones only) and whether gateway:53 forwards to the pod's resolver.
 // The pod's nameservers are offered as they are; when all of them are on
@@ -117,7 +111,7 @@ func dnsPlan(gw netip.Addr, nameservers []netip.Addr, log *slog.Logger) (offer [
 	// All on loopback, or no IPv4 one to offer besides (DHCPv4 carries
 	// IPv4 only): the gateway it is.
 	if len(loopback) > 0 && (len(loopback) == len(nameservers) || len(offer) == 0) {
-		forward = netip.AddrPortFrom(loopback[0], dnsPort)
+		forward = netip.AddrPortFrom(loopback[0], nat.DNSPort)
 		log.Info("pod resolver is on loopback: guest DNS goes through the gateway", "resolver", forward, "gateway", gw)
 		return []netip.Addr{gw}, forward
 	}

@@ -69,8 +69,9 @@ type Policy struct {
 	DNS netip.AddrPort
 }
 
-// dnsPort is the DNS port (RFC 1035).
-const dnsPort = 53
+// DNSPort is where resolvers listen (RFC 1035 §4.2): gateway:53 leads to
+// the pod's resolver, and flows to it idle out sooner.
+const DNSPort = 53
 
 // Outbound decides what becomes of a new flow from src to dst that the
 // guest started. The same rules hold for TCP and UDP.
@@ -115,7 +116,7 @@ func (p *Policy) gateway(a netip.Addr) netip.Addr {
 // toGateway decides a flow to the gateway's own address gw on port.
 func (p *Policy) toGateway(gw netip.Addr, port uint16) Decision {
 	switch {
-	case port == dnsPort && p.DNS.IsValid():
+	case port == DNSPort && p.DNS.IsValid():
 		return Decision{Action: Forward, Dst: p.DNS}
 	case p.AllowGatewayToPod:
 		return Decision{Action: Forward, Dst: netip.AddrPortFrom(loopbackOf(gw.Is4()), port)}
@@ -148,7 +149,7 @@ type idleTimeouts struct {
 // resolvers use a fresh source port per query, so those end sooner; other
 // UDP flows live as long as conntrack keeps an assured stream.
 func (t idleTimeouts) idle(echo bool, dst netip.AddrPort) time.Duration {
-	if echo || dst.Port() == dnsPort {
+	if echo || dst.Port() == DNSPort {
 		return t.short
 	}
 	return t.udp
