@@ -6,100 +6,103 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
-// A link that declares receive checksum offload (the vnet tap link must:
-// the guest's TSO segments carry partial checksums, and gVisor's NIC
-// applies a link's capabilities to every frame) must itself verify the
-// frames whose virtio-net header vouches for nothing: neither
-// VIRTIO_NET_HDR_F_NEEDS_CSUM (the guest left the checksum to be
-// completed) nor VIRTIO_NET_HDR_F_DATA_VALID (already verified). Those
-// are checked here, before the stack sees them.
+// The vnet tap link receives TSO segments with partial checksums, which
+// the stack must not verify, beside frames whose virtio-net header
+// vouches for nothing: neither VIRTIO_NET_HDR_F_NEEDS_CSUM (the guest left
+// the checksum to be completed) nor VIRTIO_NET_HDR_F_DATA_VALID (already
+// verified). The link checks those here, and tells the stack, frame by
+// frame, whether it may skip its own verification (see
+// vnetLink.Capabilities).
 
-// checksumsValid reports whether frame, an Ethernet frame, has a right
-// IPv4 header checksum and a right TCP, UDP, ICMPv4 or ICMPv6 checksum.
-// What it cannot parse it passes on: the stack drops malformed packets
-// itself, since it checks lengths whatever the link declares. The
-// transport checksum of a fragment covers the whole datagram, which only
-// reassembly sees, so fragments are checked up to their IP header.
-func checksumsValid(frame []byte) bool {
+// checkFrame checks the checksums of frame, an Ethernet frame: ok is
+// false when an IPv4 header checksum or a TCP, UDP, ICMPv4 or ICMPv6
+// checksum is wrong. verified reports that the transport checksum was
+// right here, so the stack need not verify again; it is false for what
+// this cannot check whole (a fragment, whose transport checksum covers
+// the reassembled datagram; an IPv6 header chain it does not walk; a
+// malformed packet; ARP), which the stack then verifies itself.
+func checkFrame(frame []byte) (ok, verified bool) {
 	if len(frame) < header.EthernetMinimumSize {
-		return true
+		return true, false
 	}
 	b := frame[header.EthernetMinimumSize:]
 	switch header.Ethernet(frame).Type() {
 	case header.IPv4ProtocolNumber:
-		return ipv4ChecksumsValid(b)
+		return checkIPv4(b)
 	case header.IPv6ProtocolNumber:
-		return ipv6ChecksumsValid(b)
+		return checkIPv6(b)
 	}
-	return true // ARP and the rest carry no checksum
+	return true, false
 }
 
-func ipv4ChecksumsValid(b []byte) bool {
+func checkIPv4(b []byte) (ok, verified bool) {
 	h := header.IPv4(b)
 	if !h.IsValid(len(b)) {
-		return true
+		return true, false
 	}
 	if !h.IsChecksumValid() {
-		return false
+		return false, false
 	}
 	if h.More() || h.FragmentOffset() != 0 {
-		return true
+		return true, false
 	}
-	return transportChecksumValid(h.TransportProtocol(), h.SourceAddress(), h.DestinationAddress(),
+	return checkTransport(h.TransportProtocol(), h.SourceAddress(), h.DestinationAddress(),
 		b[h.HeaderLength():h.TotalLength()])
 }
 
 // IPv6 extension headers walked to reach the transport header; any other
-// (a fragment header among them) ends the check.
+// (a fragment header among them) leaves the check to the stack.
 const (
 	ipv6HopByHop    = 0
 	ipv6Routing     = 43
 	ipv6DestOptions = 60
 )
 
-func ipv6ChecksumsValid(b []byte) bool {
+func checkIPv6(b []byte) (ok, verified bool) {
 	if len(b) < header.IPv6MinimumSize {
-		return true
+		return true, false
 	}
 	h := header.IPv6(b)
 	end := header.IPv6MinimumSize + int(h.PayloadLength())
 	if end > len(b) {
-		return true
+		return true, false
 	}
 	next, at := h.NextHeader(), header.IPv6MinimumSize
 	for next == ipv6HopByHop || next == ipv6Routing || next == ipv6DestOptions {
 		if at+2 > end {
-			return true
+			return true, false
 		}
 		next, at = b[at], at+(int(b[at+1])+1)*8
 	}
 	if at > end {
-		return true
+		return true, false
 	}
-	return transportChecksumValid(tcpip.TransportProtocolNumber(next), h.SourceAddress(), h.DestinationAddress(), b[at:end])
+	return checkTransport(tcpip.TransportProtocolNumber(next), h.SourceAddress(), h.DestinationAddress(), b[at:end])
 }
 
-// transportChecksumValid checks the checksum of seg, a whole TCP, UDP or
-// ICMP message of the given protocol between src and dst.
-func transportChecksumValid(proto tcpip.TransportProtocolNumber, src, dst tcpip.Address, seg []byte) bool {
+// checkTransport checks the checksum of seg, a whole TCP, UDP or ICMP
+// message of the given protocol between src and dst.
+func checkTransport(proto tcpip.TransportProtocolNumber, src, dst tcpip.Address, seg []byte) (ok, verified bool) {
 	switch proto {
 	case header.UDPProtocolNumber:
 		if len(seg) < header.UDPMinimumSize {
-			return true
+			return true, false
 		}
 		if src.BitLen() == 32 && header.UDP(seg).Checksum() == 0 {
-			return true // no checksum: optional in IPv4 (RFC 768)
+			return true, true // no checksum: optional in IPv4 (RFC 768)
 		}
 	case header.TCPProtocolNumber:
 		if len(seg) < header.TCPMinimumSize {
-			return true
+			return true, false
 		}
 	case header.ICMPv4ProtocolNumber:
-		return checksum.Checksum(seg, 0) == 0xffff // no pseudo-header
+		ok := checksum.Checksum(seg, 0) == 0xffff // no pseudo-header
+		return ok, ok
 	case header.ICMPv6ProtocolNumber:
 	default:
-		return true
+		return true, false
 	}
 	pseudo := header.PseudoHeaderChecksum(proto, src, dst, uint16(len(seg)))
-	return checksum.Checksum(seg, pseudo) == 0xffff
+	ok = checksum.Checksum(seg, pseudo) == 0xffff
+	return ok, ok
 }

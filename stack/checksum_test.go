@@ -96,7 +96,7 @@ func pseudo(f testFrame, src, dst netip.Addr, n int) uint16 {
 	return header.PseudoHeaderChecksum(f.proto, tcpip.AddrFrom4(src.As4()), tcpip.AddrFrom4(dst.As4()), uint16(n))
 }
 
-func TestChecksumsValid(t *testing.T) {
+func TestCheckFrame(t *testing.T) {
 	tests := []struct {
 		name string
 		f    testFrame
@@ -117,33 +117,35 @@ func TestChecksumsValid(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			frame, at := tt.f.build()
-			if !checksumsValid(frame) {
-				t.Fatal("right checksums reported wrong")
+			// A fragment's transport checksum is the stack's to verify,
+			// after reassembly.
+			if ok, verified := checkFrame(frame); !ok || verified == tt.f.fragment {
+				t.Fatalf("right checksums: ok=%v verified=%v, want ok and verified=%v", ok, verified, !tt.f.fragment)
 			}
 			frame[len(frame)-1] ^= 0x40
-			if got := checksumsValid(frame); got != tt.corruptedValid {
+			if got, _ := checkFrame(frame); got != tt.corruptedValid {
 				t.Errorf("corrupted payload: valid = %v, want %v", got, tt.corruptedValid)
 			}
 			frame[len(frame)-1] ^= 0x40
 			frame[at+checksumOffset(tt.f.proto)] ^= 1
 			// A flipped checksum bit is caught even where no checksum
 			// was sent (it now claims one), but not in a fragment.
-			if got := checksumsValid(frame); got != tt.f.fragment {
+			if got, _ := checkFrame(frame); got != tt.f.fragment {
 				t.Errorf("corrupted checksum field: valid = %v, want %v", got, tt.f.fragment)
 			}
 		})
 	}
 }
 
-func TestChecksumsValidIPv4Header(t *testing.T) {
+func TestCheckFrameIPv4Header(t *testing.T) {
 	frame, _ := testFrame{proto: header.TCPProtocolNumber}.build()
 	frame[header.EthernetMinimumSize+8] ^= 1 // the TTL
-	if checksumsValid(frame) {
+	if ok, _ := checkFrame(frame); ok {
 		t.Fatal("a corrupted IPv4 header passed")
 	}
 }
 
-func TestChecksumsValidPassesWhatItCannotParse(t *testing.T) {
+func TestCheckFramePassesWhatItCannotParse(t *testing.T) {
 	tcp4, _ := testFrame{proto: header.TCPProtocolNumber}.build()
 	tcp6, _ := testFrame{v6: true, proto: header.TCPProtocolNumber}.build()
 	for name, frame := range map[string][]byte{
@@ -154,8 +156,8 @@ func TestChecksumsValidPassesWhatItCannotParse(t *testing.T) {
 		"ipv6 claiming more":    tcp6[:len(tcp6)-5],
 		"arp":                   append(make([]byte, 12), 0x08, 0x06, 1, 2, 3),
 	} {
-		if !checksumsValid(frame) {
-			t.Errorf("%s: reported a wrong checksum; want it passed to the stack, which drops it", name)
+		if ok, verified := checkFrame(frame); !ok || verified {
+			t.Errorf("%s: ok=%v verified=%v; want it passed to the stack unverified, to drop or check", name, ok, verified)
 		}
 	}
 }

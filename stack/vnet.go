@@ -31,6 +31,10 @@ type vnetLink struct {
 	stopping atomic.Bool
 	mtu      atomic.Uint32
 	closed   func(error)
+	// rxVerified says whether the frame being delivered has had its
+	// checksums verified (by the guest's kernel or by checkFrame): see
+	// Capabilities. Set by the reader before each delivery.
+	rxVerified atomic.Bool
 
 	closeOnce sync.Once
 	stats     linkCounters
@@ -104,13 +108,19 @@ func (l *vnetLink) SetLinkAddress(addr tcpip.LinkAddress) {
 	l.addr = addr
 }
 
-// Capabilities implements stack.LinkEndpoint.Capabilities. The stack
-// verifies no received checksum: TSO segments carry partial ones (the
-// guest's kernel left them to a NIC), so the link vouches for every frame
-// and verifies itself those whose virtio-net header does not (see
-// checksumsValid).
+// Capabilities implements stack.LinkEndpoint.Capabilities. Receive
+// checksum offload is declared frame by frame: TSO segments carry partial
+// checksums (the guest's kernel left them to a NIC), which the stack must
+// not verify, while a frame nothing verified (a fragment, say) must be.
+// gVisor's NIC reads the link's capabilities for each frame it is handed,
+// on the goroutine that hands it over (the reader), and uses the receive
+// offload bit for nothing else; the other bits never change.
 func (l *vnetLink) Capabilities() stack.LinkEndpointCapabilities {
-	return stack.CapabilityResolutionRequired | stack.CapabilityRXChecksumOffload
+	caps := stack.CapabilityResolutionRequired
+	if l.rxVerified.Load() {
+		caps |= stack.CapabilityRXChecksumOffload
+	}
+	return caps
 }
 
 // GSOMaxSize implements stack.GSOEndpoint.GSOMaxSize.
@@ -362,10 +372,15 @@ func (l *vnetLink) deliver(b []byte) {
 	if dst := eth.DestinationAddress(); dst != self && dst[0]&1 == 0 {
 		return // unicast to someone else
 	}
-	if b[0]&(vnetFlagNeedsCsum|vnetFlagDataValid) == 0 && !checksumsValid(frame) {
-		l.stats.rxBadChecksum.Add(1)
-		return
+	verified := b[0]&(vnetFlagNeedsCsum|vnetFlagDataValid) != 0
+	if !verified {
+		var ok bool
+		if ok, verified = checkFrame(frame); !ok {
+			l.stats.rxBadChecksum.Add(1)
+			return
+		}
 	}
+	l.rxVerified.Store(verified)
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
 	defer pkt.DecRef()
 	if !l.ParseHeader(pkt) {
