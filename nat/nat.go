@@ -182,7 +182,7 @@ func New(st *stack.Stack, cfg Config) (*NAT, error) {
 		// The forwarder holds at most MaxTCPPending SYNs; twice that
 		// leaves room for entries awaiting their ttl. An entry lives at
 		// most as long as its dial, plus slack.
-		syns: newSYNQuotes(2*cfg.MaxTCPPending, cfg.DialTimeout+synQuoteSlack),
+		syns: newSYNQuotes(2*cfg.MaxTCPPending, pendingPerDst(cfg.MaxTCPPending), cfg.DialTimeout+synQuoteSlack),
 	}
 	c := &n.stats
 	tm := idleTimeouts{udp: cfg.UDPIdleTimeout, short: cfg.DNSIdleTimeout}
@@ -245,6 +245,13 @@ func (n *NAT) Run(ctx context.Context) error {
 	return nil
 }
 
+// pendingPerDst is how many of the maxPending dials one destination
+// address may hold: a sixteenth, so a guest's flood of SYNs to one address
+// that never answers leaves fifteen sixteenths of the bound to its other
+// connections (256 of 4096 by default: far more connects at once than a
+// responsive server ever has pending). At least 16.
+func pendingPerDst(maxPending int) int { return max(16, maxPending/16) }
+
 // synQuoteSlack is how long past its dial's timeout a SYN quote may
 // stay: the dial's end takes it, so an entry older than that is an
 // orphan. A few seconds cover a handler that is late to run.
@@ -280,6 +287,7 @@ func (n *NAT) logStats(msg string) {
 	s, l := n.Stats(), n.st.LinkStats()
 	n.log.Info(msg,
 		"tcp_opened", s.TCPOpened, "tcp_dial_failed", s.TCPDialFailed, "tcp_limited", s.TCPLimited,
+		"tcp_pending_limited", s.TCPPendingLimited, "tcp_pending_dropped", s.TCPPendingDropped,
 		"udp_opened", s.UDPOpened, "udp_expired", s.UDPExpired, "udp_evicted", s.UDPEvicted, "udp_limited", s.UDPLimited,
 		"udp_open_failed", s.UDPOpenFailed, "udp_send_failed", s.UDPSendFailed,
 		"icmp_opened", s.ICMPOpened, "icmp_expired", s.ICMPExpired, "icmp_evicted", s.ICMPEvicted, "icmp_limited", s.ICMPLimited,

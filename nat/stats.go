@@ -17,6 +17,12 @@ type Stats struct {
 	TCPDialFailed uint64
 	// TCPLimited counts TCP connections refused at the MaxTCP bound.
 	TCPLimited uint64
+	// TCPPendingLimited counts guest SYNs dropped because their
+	// destination address already had its share of dials pending
+	// (MaxTCPPending/16); TCPPendingDropped those gVisor's forwarder
+	// dropped at the MaxTCPPending bound itself. The guest retransmits
+	// both.
+	TCPPendingLimited, TCPPendingDropped uint64
 	// TCPOpened counts TCP connections proxied.
 	TCPOpened uint64
 	// UDPLimited counts UDP datagrams dropped at a bound: to a
@@ -44,37 +50,39 @@ type Stats struct {
 
 // counters is Stats kept with atomics.
 type counters struct {
-	droppedSpoofed, droppedInvalid, refusedGateway       atomic.Uint64
-	tcpDialFailed, tcpLimited, tcpOpened                 atomic.Uint64
-	udpLimited, udpOpened, udpExpired, udpSendFailed     atomic.Uint64
-	udpEvicted, udpOpenFailed                            atomic.Uint64
-	icmpLimited, icmpOpened, icmpExpired, icmpSendFailed atomic.Uint64
-	icmpEvicted, icmpOpenFailed, memoryReleased          atomic.Uint64
+	droppedSpoofed, droppedInvalid, refusedGateway          atomic.Uint64
+	tcpDialFailed, tcpLimited, tcpOpened, tcpPendingLimited atomic.Uint64
+	udpLimited, udpOpened, udpExpired, udpSendFailed        atomic.Uint64
+	udpEvicted, udpOpenFailed                               atomic.Uint64
+	icmpLimited, icmpOpened, icmpExpired, icmpSendFailed    atomic.Uint64
+	icmpEvicted, icmpOpenFailed, memoryReleased             atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters.
 func (n *NAT) Stats() Stats {
 	c := &n.stats
 	return Stats{
-		DroppedSpoofed: c.droppedSpoofed.Load(),
-		DroppedInvalid: c.droppedInvalid.Load(),
-		RefusedGateway: c.refusedGateway.Load(),
-		TCPDialFailed:  c.tcpDialFailed.Load(),
-		TCPLimited:     c.tcpLimited.Load(),
-		TCPOpened:      c.tcpOpened.Load(),
-		UDPLimited:     c.udpLimited.Load(),
-		UDPOpened:      c.udpOpened.Load(),
-		UDPExpired:     c.udpExpired.Load(),
-		UDPSendFailed:  c.udpSendFailed.Load(),
-		ICMPLimited:    c.icmpLimited.Load(),
-		ICMPOpened:     c.icmpOpened.Load(),
-		ICMPExpired:    c.icmpExpired.Load(),
-		ICMPSendFailed: c.icmpSendFailed.Load(),
-		UDPEvicted:     c.udpEvicted.Load(),
-		UDPOpenFailed:  c.udpOpenFailed.Load(),
-		ICMPEvicted:    c.icmpEvicted.Load(),
-		ICMPOpenFailed: c.icmpOpenFailed.Load(),
-		MemoryReleased: c.memoryReleased.Load(),
+		DroppedSpoofed:    c.droppedSpoofed.Load(),
+		DroppedInvalid:    c.droppedInvalid.Load(),
+		RefusedGateway:    c.refusedGateway.Load(),
+		TCPDialFailed:     c.tcpDialFailed.Load(),
+		TCPLimited:        c.tcpLimited.Load(),
+		TCPPendingLimited: c.tcpPendingLimited.Load(),
+		TCPPendingDropped: n.fwdDrops.Value(),
+		TCPOpened:         c.tcpOpened.Load(),
+		UDPLimited:        c.udpLimited.Load(),
+		UDPOpened:         c.udpOpened.Load(),
+		UDPExpired:        c.udpExpired.Load(),
+		UDPSendFailed:     c.udpSendFailed.Load(),
+		ICMPLimited:       c.icmpLimited.Load(),
+		ICMPOpened:        c.icmpOpened.Load(),
+		ICMPExpired:       c.icmpExpired.Load(),
+		ICMPSendFailed:    c.icmpSendFailed.Load(),
+		UDPEvicted:        c.udpEvicted.Load(),
+		UDPOpenFailed:     c.udpOpenFailed.Load(),
+		ICMPEvicted:       c.icmpEvicted.Load(),
+		ICMPOpenFailed:    c.icmpOpenFailed.Load(),
+		MemoryReleased:    c.memoryReleased.Load(),
 	}
 }
 

@@ -127,3 +127,36 @@ func TestUnreachableAfterSYNFloods(t *testing.T) {
 		})
 	}
 }
+
+// TestSYNFloodToOneAddressLeavesRoom floods SYNs to one address that
+// never answers (each dial waits out the dial timeout): it may hold only
+// its share of the forwarder's in-flight bound, so a connection to
+// another server still goes through at once, and the SYNs over the share
+// are counted.
+func TestSYNFloodToOneAddressLeavesRoom(t *testing.T) {
+	const pending = 64 // a share of 16 per destination
+	pod := newFakePod()
+	hole := netip.MustParseAddrPort("198.18.7.7:80")
+	pod.hang[hole] = true
+	good := netip.AddrPortFrom(world4, 7)
+	pod.route(good, tcpServer(t, echo))
+	g, n := harnessLink(t, 1500, true, pod, func(c *nat.Config) {
+		c.MaxTCPPending = pending
+		c.DialTimeout = 5 * time.Second
+	})
+	var frames [][]byte
+	for i := range 2 * pending {
+		frames = append(frames, tcpFrame(netip.AddrPortFrom(guest4.Addr(), uint16(20000+i)), hole, header.TCPFlagSyn, false))
+	}
+	sendFrames(t, g, frames)
+	waitFor(t, func() bool { return n.Stats().TCPPendingLimited > 0 }, "SYNs over the destination's share to be counted")
+	c, err := dial(g, good, 2*time.Second)
+	if err != nil {
+		t.Fatalf("connect while one address holds its share of pending dials: %v", err)
+	}
+	c.Close()
+	s := n.Stats()
+	if s.TCPPendingLimited != 2*pending-16 || s.TCPPendingDropped != 0 {
+		t.Errorf("TCPPendingLimited = %d, TCPPendingDropped = %d; want %d and 0", s.TCPPendingLimited, s.TCPPendingDropped, 2*pending-16)
+	}
+}

@@ -28,7 +28,11 @@ func (n *NAT) handleTCP(fwd *tcp.Forwarder, id gstack.TransportEndpointID, pkt *
 	// Only this goroutine (the link's reader) calls HandlePacket, so a
 	// change of the forwarder's drop counter across the call is this
 	// SYN's: over the in-flight bound, it was turned down.
-	kept := n.syns.keep(id, pkt, n.cfg.Now())
+	kept, admit := n.syns.keep(id, pkt, n.cfg.Now())
+	if !admit {
+		n.stats.tcpPendingLimited.Add(1)
+		return true // dropped: the guest retransmits once a dial there ends
+	}
 	dropped := n.fwdDrops.Value()
 	handled := fwd.HandlePacket(id, pkt)
 	if kept && (!handled || n.fwdDrops.Value() != dropped) {
