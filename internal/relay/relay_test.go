@@ -51,8 +51,10 @@ func TestRegistry(t *testing.T) {
 
 func TestLimit(t *testing.T) {
 	l := NewLimit(2)
-	if !l.Reserve() || !l.Reserve() {
-		t.Fatal("Reserve within the bound refused")
+	for i := range 2 {
+		if !l.Reserve() {
+			t.Fatalf("Reserve %d within the bound refused", i+1)
+		}
 	}
 	if l.Reserve() {
 		t.Fatal("Reserve beyond the bound granted")
