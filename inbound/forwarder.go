@@ -29,7 +29,7 @@ type Forwarder struct {
 	cfg   Config
 	st    *stack.Stack
 	log   *slog.Logger
-	stats counters
+	stats *counters
 	poll  *poller
 	udp   *udpFlows
 	reg   *relay.Registry // forwarded connections and their goroutines
@@ -73,9 +73,9 @@ func New(st *stack.Stack, cfg Config) (*Forwarder, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &Forwarder{cfg: cfg, st: st, log: cfg.Logger, poll: p, reg: relay.NewRegistry(),
-		ctx: ctx, cancel: cancel, buf: make([]byte, relay.CopyBufferSize)}
-	f.udp = newUDPFlows(&f.cfg, st, &f.stats)
+	stats := new(counters)
+	f := &Forwarder{cfg: cfg, st: st, log: cfg.Logger, stats: stats, poll: p, reg: relay.NewRegistry(),
+		udp: newUDPFlows(cfg, st, stats), ctx: ctx, cancel: cancel, buf: make([]byte, relay.CopyBufferSize)}
 	if err := f.open(); err != nil {
 		f.Close()
 		return nil, err

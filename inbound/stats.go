@@ -27,7 +27,7 @@ type counters struct {
 
 // Stats returns a snapshot of the counters.
 func (f *Forwarder) Stats() Stats {
-	c := &f.stats
+	c := f.stats
 	return Stats{
 		TCP: c.tcp.Load(), Refused: c.refused.Load(), Limited: c.limited.Load(),
 		UDP: c.udp.Load(), UDPLimited: c.udpLimited.Load(), UDPSendFailed: c.udpSendFailed.Load(),

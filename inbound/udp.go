@@ -15,7 +15,7 @@ import (
 // port's pod socket, so the client sees them come from the port it wrote
 // to.
 type udpFlows struct {
-	cfg    *Config
+	cfg    Config
 	st     *stack.Stack
 	stats  *counters
 	active atomic.Int32 // len(flows), read on the packet path without the lock
@@ -39,7 +39,7 @@ type inFlow struct {
 	lastActive int64          // Config.Now in Unix ns; guarded by udpFlows.mu
 }
 
-func newUDPFlows(cfg *Config, st *stack.Stack, stats *counters) *udpFlows {
+func newUDPFlows(cfg Config, st *stack.Stack, stats *counters) *udpFlows {
 	return &udpFlows{cfg: cfg, st: st, stats: stats, flows: make(map[inKey]*inFlow)}
 }
 

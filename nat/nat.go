@@ -147,7 +147,7 @@ type NAT struct {
 	cfg   Config
 	st    *stack.Stack
 	log   *slog.Logger
-	stats counters
+	stats *counters // its own allocation: the datagram tables count into it
 	bufs  *relay.Pool
 	reg   *relay.Registry // open flows and their goroutines
 	loops sync.WaitGroup  // the NAT's own goroutines: expiry, reports, inbound
@@ -177,14 +177,14 @@ func New(st *stack.Stack, cfg Config) (*NAT, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &NAT{
-		cfg: cfg, st: st, log: cfg.Logger, ctx: ctx, cancel: cancel,
+		cfg: cfg, st: st, log: cfg.Logger, stats: new(counters), ctx: ctx, cancel: cancel,
 		bufs: cfg.Pool, reg: relay.NewRegistry(),
 		// The forwarder holds at most MaxTCPPending SYNs; twice that
 		// leaves room for entries awaiting their ttl. An entry lives at
 		// most as long as its dial, plus slack.
 		syns: newSYNQuotes(2*cfg.MaxTCPPending, pendingPerDst(cfg.MaxTCPPending), cfg.DialTimeout+synQuoteSlack),
 	}
-	c := &n.stats
+	c := n.stats
 	tm := idleTimeouts{udp: cfg.UDPIdleTimeout, short: cfg.DNSIdleTimeout}
 	env := func(proto datagramProto, stats flowCounters) *datagramEnv {
 		return &datagramEnv{pod: cfg.Pod, st: st, reg: n.reg, bufs: n.bufs, now: cfg.Now, log: n.log,

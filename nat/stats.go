@@ -60,7 +60,7 @@ type counters struct {
 
 // Stats returns a snapshot of the counters.
 func (n *NAT) Stats() Stats {
-	c := &n.stats
+	c := n.stats
 	return Stats{
 		DroppedSpoofed:    c.droppedSpoofed.Load(),
 		DroppedInvalid:    c.droppedInvalid.Load(),
