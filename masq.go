@@ -1,8 +1,8 @@
 // Package masq is masquerade networking for virtual machines in user space.
-// Run composes the parts: the guest's link (package tap), the gVisor stack
-// facing the guest (package stack) and what runs on it: DHCP (package dhcp)
-// and the guest's flows through the pod (package nat). It is the one place
-// where they meet.
+// Run composes the parts: the guest's link (package link), the gVisor stack
+// facing the guest (package stack) and what runs on it: DHCP (package
+// dhcp), the guest's flows through the pod (package nat) and the forwarded
+// ports (package inbound). It is the one place where they meet.
 package masq
 
 import (
@@ -15,13 +15,15 @@ import (
 	"sync"
 	"syscall"
 
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+
 	"github.com/masqnet/masq/dhcp"
 	"github.com/masqnet/masq/inbound"
 	"github.com/masqnet/masq/internal/relay"
+	"github.com/masqnet/masq/link"
 	"github.com/masqnet/masq/nat"
 	"github.com/masqnet/masq/ports"
 	"github.com/masqnet/masq/stack"
-	"github.com/masqnet/masq/tap"
 )
 
 // Run serves the guest until ctx ends, then closes everything it opened and
@@ -41,33 +43,26 @@ func Run(ctx context.Context, cfg Config) error {
 		closeTapFD(cfg)
 		return &ConfigError{err}
 	}
-	dev, err := openLink(cfg, p.mtu)
-	if err != nil {
-		return err
-	}
-	defer dev.Close()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	closed := func(err error) { cancel(fmt.Errorf("guest link %s closed: %w", dev.Name(), err)) }
-	newLink := stack.NewFDLink
-	if dev.Offload() {
-		newLink = stack.NewVnetTapLink
-	}
-	link, err := newLink(dev.FD(), p.mtu, closed)
+	gl, err := openGuestLink(cfg, p.mtu, func(err error) { cancel(fmt.Errorf("guest link closed: %w", err)) })
 	if err != nil {
 		return err
 	}
-	st, err := stack.New(link, stack.Config{MTU: p.mtu, IPv4: p.gateway4, IPv6: p.gateway6})
+	defer gl.close()
+	st, err := stack.New(gl.ep, stack.Config{MTU: p.mtu, IPv4: p.gateway4, IPv6: p.gateway6})
 	if err != nil {
-		link.Close()
+		gl.ep.Close()
 		return fmt.Errorf("create guest network stack: %w", err)
 	}
 	defer st.Close()
-	return serve(ctx, st, p, cfg.Pod, log.With("tap", dev.Name()))
+	log = log.With("link", gl.name)
+	log.Info("guest link", "kind", gl.kind, "mtu", p.mtu, "offload", gl.offload)
+	return serve(ctx, st, gl, p, cfg.Pod, log)
 }
 
 // serve runs the services on st until ctx ends and waits for all of them.
-func serve(ctx context.Context, st *stack.Stack, p runPlan, pod Pod, log *slog.Logger) error {
+func serve(ctx context.Context, st *stack.Stack, gl *guestLink, p runPlan, pod Pod, log *slog.Logger) error {
 	if pod == nil {
 		pod = kernelPod{}
 	}
@@ -105,6 +100,9 @@ func serve(ctx context.Context, st *stack.Stack, p runPlan, pod Pod, log *slog.L
 	wg.Go(func() { errc <- srv.Serve(ctx, conn) })
 	wg.Go(func() { flows.Run(ctx) })
 	wg.Go(func() { fwd.Run(ctx) })
+	if gl.stats != nil {
+		wg.Go(func() { link.LogStats(ctx, gl.stats, log) })
+	}
 	log.Info("masq ready", "gateway", p.gateway4, "gateway6", p.gateway6, "guest", p.dhcp.GuestIP, "mtu", p.mtu)
 	var serveErr error
 	select {
@@ -123,20 +121,44 @@ func serve(ctx context.Context, st *stack.Stack, p runPlan, pod Pod, log *slog.L
 	return nil
 }
 
-// openLink opens the guest's tap as cfg says.
-func openLink(cfg Config, mtu uint32) (*tap.Device, error) {
+// guestLink is the guest's link as Run uses it: the endpoint the stack
+// runs on and what Run closes after the stack.
+type guestLink struct {
+	ep      gstack.LinkEndpoint
+	kind    string // "tap", ...
+	name    string // for logs
+	offload bool   // frames carry virtio-net headers with TSO
+	stats   func() link.Stats
+	close   func() error
+}
+
+// openGuestLink opens the guest's link as cfg says; closed is called when
+// the link fails for good.
+func openGuestLink(cfg Config, mtu uint32, closed func(error)) (*guestLink, error) {
+	var tap *link.Tap
+	var err error
 	if cfg.TapFD >= 0 {
-		d, err := tap.FromFD(cfg.TapFD)
-		if err != nil {
+		if tap, err = link.TapFromFD(cfg.TapFD); err != nil {
 			return nil, fmt.Errorf("--tap-fd: %w", err)
 		}
-		return d, nil
-	}
-	d, err := tap.Open(tap.Config{Name: cfg.Tap, Netns: cfg.GuestNetns, MTU: mtu, Offload: !cfg.NoOffload})
-	if err != nil {
+	} else if tap, err = link.OpenTap(link.TapConfig{Name: cfg.Tap, Netns: cfg.GuestNetns, MTU: mtu, Offload: !cfg.NoOffload}); err != nil {
 		return nil, fmt.Errorf("open guest link: %w", err)
 	}
-	return d, nil
+	gl := &guestLink{kind: "tap", name: tap.Name(), offload: tap.Offload(), close: tap.Close}
+	if tap.Offload() {
+		v, err := link.NewVnet(tap.FD(), mtu, closed)
+		if err != nil {
+			tap.Close()
+			return nil, err
+		}
+		gl.ep, gl.stats = v, v.Stats
+		return gl, nil
+	}
+	if gl.ep, err = link.NewFD(tap.FD(), mtu, closed); err != nil {
+		tap.Close()
+		return nil, err
+	}
+	return gl, nil
 }
 
 // closeTapFD closes an inherited tap fd that Run will not adopt: Run owns

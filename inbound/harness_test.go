@@ -12,7 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/masqnet/masq/inbound"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+
 	"github.com/masqnet/masq/internal/memguest"
+	"github.com/masqnet/masq/link"
 	"github.com/masqnet/masq/nat"
 	"github.com/masqnet/masq/ports"
 	"github.com/masqnet/masq/stack"
@@ -97,9 +100,9 @@ func (noWorld) ListenPing(netip.Addr) (nat.UDPConn, error) { return nil, syscall
 // link or masq's vnet link. Everything stops at the end of the test.
 func harness(t testing.TB, pod *fakePod, offload bool, mod func(*inbound.Config)) (*memguest.Guest, *inbound.Forwarder) {
 	t.Helper()
-	newGuest, newLink := memguest.New, stack.NewFDLink
+	newGuest, newLink := memguest.New, link.NewFD
 	if offload {
-		newGuest, newLink = memguest.NewOffload, stack.NewVnetTapLink
+		newGuest, newLink = memguest.NewOffload, newVnet
 	}
 	g, fd := newGuest(t, 1500)
 	link, err := newLink(fd, 1500, nil)
@@ -176,4 +179,9 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// newVnet is link.NewVnet as a constructor of any link endpoint.
+func newVnet(fd int, mtu uint32, closed func(error)) (gstack.LinkEndpoint, error) {
+	return link.NewVnet(fd, mtu, closed)
 }

@@ -18,7 +18,10 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+
 	"github.com/masqnet/masq/internal/memguest"
+	"github.com/masqnet/masq/link"
 	"github.com/masqnet/masq/nat"
 	"github.com/masqnet/masq/stack"
 )
@@ -52,13 +55,13 @@ func harnessMTU(t testing.TB, mtu uint32, pod nat.Pod, mod func(*nat.Config)) (*
 }
 
 // harnessLink is harnessMTU; with offload, over a link with virtio-net
-// headers and TSO: masq's tap link (stack.NewVnetTapLink) facing a guest that
+// headers and TSO: masq's tap link (link.NewVnet) facing a guest that
 // uses them.
 func harnessLink(t testing.TB, mtu uint32, offload bool, pod nat.Pod, mod func(*nat.Config)) (*memguest.Guest, *nat.NAT) {
 	t.Helper()
-	newGuest, newLink := memguest.New, stack.NewFDLink
+	newGuest, newLink := memguest.New, link.NewFD
 	if offload {
-		newGuest, newLink = memguest.NewOffload, stack.NewVnetTapLink
+		newGuest, newLink = memguest.NewOffload, newVnet
 	}
 	g, fd := newGuest(t, mtu)
 	link, err := newLink(fd, mtu, nil)
@@ -431,4 +434,9 @@ func itoa(p uint16) string { return strconv.Itoa(int(p)) }
 func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
+}
+
+// newVnet is link.NewVnet as a constructor of any link endpoint.
+func newVnet(fd int, mtu uint32, closed func(error)) (gstack.LinkEndpoint, error) {
+	return link.NewVnet(fd, mtu, closed)
 }

@@ -268,15 +268,14 @@ func (n *NAT) reportLoop() {
 	tick := time.NewTicker(statsInterval)
 	defer tick.Stop()
 	var last Stats
-	var lastLink stack.LinkStats
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-tick.C:
-			if s, l := n.Stats(), n.st.LinkStats(); s != last || l != lastLink {
+			if s := n.Stats(); s != last {
 				n.logStats("flows")
-				last, lastLink = s, l
+				last = s
 			}
 		}
 	}
@@ -284,7 +283,7 @@ func (n *NAT) reportLoop() {
 
 // logStats writes the counters as one line.
 func (n *NAT) logStats(msg string) {
-	s, l := n.Stats(), n.st.LinkStats()
+	s := n.Stats()
 	n.log.Info(msg,
 		"tcp_opened", s.TCPOpened, "tcp_dial_failed", s.TCPDialFailed, "tcp_limited", s.TCPLimited,
 		"tcp_pending_limited", s.TCPPendingLimited, "tcp_pending_dropped", s.TCPPendingDropped,
@@ -293,9 +292,7 @@ func (n *NAT) logStats(msg string) {
 		"icmp_opened", s.ICMPOpened, "icmp_expired", s.ICMPExpired, "icmp_evicted", s.ICMPEvicted, "icmp_limited", s.ICMPLimited,
 		"icmp_open_failed", s.ICMPOpenFailed, "icmp_send_failed", s.ICMPSendFailed,
 		"memory_released", s.MemoryReleased,
-		"dropped_spoofed", s.DroppedSpoofed, "dropped_invalid", s.DroppedInvalid, "refused_gateway", s.RefusedGateway,
-		"link_tx_queue_full", l.TxQueueFull, "link_tx_errors", l.TxErrors,
-		"link_rx_malformed", l.RxMalformed, "link_rx_bad_checksum", l.RxBadChecksum)
+		"dropped_spoofed", s.DroppedSpoofed, "dropped_invalid", s.DroppedInvalid, "refused_gateway", s.RefusedGateway)
 }
 
 // Close stops new flows, aborts open ones and waits for every goroutine; Run does it when its context ends. It is safe

@@ -1,8 +1,9 @@
 // Package stack owns the gVisor network stack that faces the guest: one NIC
-// over a link endpoint (the guest's tap, or an in-memory link in tests), the
-// gateway's MAC and addresses, ARP and NDP, ICMP echo for the gateway, and the
-// protocol options. It runs promiscuous with spoofing so that flows to any
-// address can later be handed to package nat. It knows nothing about policy.
+// over a link endpoint (any of package link's, or an in-memory link in
+// tests: it never knows which), the gateway's MAC and addresses, ARP and
+// NDP, ICMP echo for the gateway, and the protocol options. It runs
+// promiscuous with spoofing so that flows to any address can later be
+// handed to packages nat and inbound. It knows nothing about policy.
 package stack
 
 import (
@@ -52,7 +53,6 @@ type Config struct {
 // for concurrent use. Close releases it.
 type Stack struct {
 	ns     *stack.Stack
-	link   stack.LinkEndpoint
 	cfg    Config
 	filter *neighborFilter
 }
@@ -80,7 +80,7 @@ func New(link stack.LinkEndpoint, cfg Config) (*Stack, error) {
 			tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6,
 		},
 	})
-	s := &Stack{ns: ns, link: link, cfg: cfg}
+	s := &Stack{ns: ns, cfg: cfg}
 	if err := tuneTCP(ns); err != nil {
 		ns.Destroy()
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 
 	"github.com/masqnet/masq/internal/memguest"
+	"github.com/masqnet/masq/link"
 	"github.com/masqnet/masq/stack"
 )
 
@@ -24,12 +25,12 @@ var (
 func newPair(t *testing.T, cfg stack.Config) (*stack.Stack, *memguest.Guest) {
 	t.Helper()
 	g, fd := memguest.New(t, cfg.MTU)
-	link, err := stack.NewFDLink(fd, cfg.MTU, nil)
+	l, err := link.NewFD(fd, cfg.MTU, nil)
 	if err != nil {
 		unix.Close(fd)
 		t.Fatal(err)
 	}
-	s, err := stack.New(link, cfg)
+	s, err := stack.New(l, cfg)
 	if err != nil {
 		unix.Close(fd)
 		t.Fatal(err)

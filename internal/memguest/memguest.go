@@ -46,7 +46,7 @@ func New(tb testing.TB, mtu uint32) (*Guest, int) {
 }
 
 // NewOffload is New for a link whose frames carry virtio-net headers with
-// checksum and TSO offloads, as masq's tap does (stack.NewVnetTapLink):
+// checksum and TSO offloads, as masq's tap does (link.NewVnet):
 // the guest sends and takes TCP segments of up to 64 KiB with partial
 // checksums, as a Linux guest behind such a tap does.
 func NewOffload(tb testing.TB, mtu uint32) (*Guest, int) {

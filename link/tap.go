@@ -1,8 +1,4 @@
-// Package tap opens the guest's link: a Linux tap device, created or attached
-// by name, optionally inside another network namespace, or an inherited file
-// descriptor. It owns the file descriptor and nothing else; the frames on it
-// belong to package stack.
-package tap
+package link
 
 import (
 	"errors"
@@ -12,11 +8,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Config says which tap to open. It is validated by the caller.
-type Config struct {
+// TapConfig says which tap to open. It is validated by the caller.
+type TapConfig struct {
 	// Name is the tap's interface name (at most 15 bytes). When no
 	// interface of that name exists, a tap is created and lives as long as
-	// the Device; an existing tap is attached to and outlives it.
+	// the Tap; an existing tap is attached to and outlives it.
 	Name string
 
 	// Netns is the path of the network namespace the tap lives in (e.g.
@@ -24,21 +20,21 @@ type Config struct {
 	// stays with the caller's process either way, as pasta does.
 	Netns string
 
-	// MTU is set on a tap that Open creates. An attached tap keeps its
+	// MTU is set on a tap that OpenTap creates. An attached tap keeps its
 	// owner's MTU.
 	MTU uint32
 
 	// Offload opens the tap with IFF_VNET_HDR and turns on checksum and
 	// TSO offloads: frames carry a virtio-net header and TCP segments of
-	// up to 64 KiB. Open falls back to plain frames when the kernel
+	// up to 64 KiB. OpenTap falls back to plain frames when the kernel
 	// refuses.
 	Offload bool
 }
 
-// Device is an open tap file descriptor carrying Ethernet frames without a
+// Tap is an open tap file descriptor carrying Ethernet frames without a
 // packet-information header, each after a virtio-net header when Offload
 // reports true.
-type Device struct {
+type Tap struct {
 	file    *os.File
 	fd      int
 	name    string
@@ -46,12 +42,12 @@ type Device struct {
 	vnet    bool
 }
 
-// Open creates or attaches the tap cfg names and brings its link up.
-func Open(cfg Config) (*Device, error) {
-	var d *Device
+// OpenTap creates or attaches the tap cfg names and brings its link up.
+func OpenTap(cfg TapConfig) (*Tap, error) {
+	var d *Tap
 	err := inNetns(cfg.Netns, func() error {
 		var err error
-		d, err = open(cfg)
+		d, err = openTap(cfg)
 		return err
 	})
 	if err != nil {
@@ -60,20 +56,20 @@ func Open(cfg Config) (*Device, error) {
 	return d, nil
 }
 
-// open does Open's work in the tap's namespace.
-func open(cfg Config) (*Device, error) {
+// openTap does OpenTap's work in the tap's namespace.
+func openTap(cfg TapConfig) (*Tap, error) {
 	existed := linkExists(cfg.Name)
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
 	}
-	d := &Device{file: os.NewFile(uintptr(fd), "tap "+cfg.Name), fd: fd, name: cfg.Name, created: !existed}
+	d := &Tap{file: os.NewFile(uintptr(fd), "tap "+cfg.Name), fd: fd, name: cfg.Name, created: !existed}
 	if cfg.Offload {
 		d.vnet = attach(fd, cfg.Name, unix.IFF_VNET_HDR) == nil && setOffload(fd) == nil
 		if !d.vnet { // a fresh fd: the vnet flag cannot be taken back
 			d.file.Close()
 			cfg.Offload = false
-			return open(cfg)
+			return openTap(cfg)
 		}
 	} else if err := attach(fd, cfg.Name, 0); err != nil {
 		d.file.Close()
@@ -122,11 +118,11 @@ func setIff(fd int, name string, flags uint16) error {
 	return unix.IoctlIfreq(fd, unix.TUNSETIFF, req)
 }
 
-// FromFD adopts an inherited file descriptor: a tap device without
+// TapFromFD adopts an inherited file descriptor: a tap device without
 // IFF_VNET_HDR, or (for tests and embedders) a SOCK_SEQPACKET or SOCK_DGRAM
-// socket carrying one Ethernet frame per message. The Device takes
+// socket carrying one Ethernet frame per message. The Tap takes
 // ownership of fd.
-func FromFD(fd int) (*Device, error) {
+func TapFromFD(fd int) (*Tap, error) {
 	if fd < 0 {
 		return nil, fmt.Errorf("fd %d: not a file descriptor", fd)
 	}
@@ -134,7 +130,7 @@ func FromFD(fd int) (*Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fd %d: %w", fd, err)
 	}
-	return &Device{file: os.NewFile(uintptr(fd), name), fd: fd, name: name}, nil
+	return &Tap{file: os.NewFile(uintptr(fd), name), fd: fd, name: name}, nil
 }
 
 // describeFD checks that fd carries Ethernet frames and names it.
@@ -165,19 +161,19 @@ func describeFD(fd int) (string, error) {
 }
 
 // FD returns the file descriptor. It stays valid until Close.
-func (d *Device) FD() int { return d.fd }
+func (d *Tap) FD() int { return d.fd }
 
 // Name returns the tap's interface name, or a description of an inherited
 // socket.
-func (d *Device) Name() string { return d.name }
+func (d *Tap) Name() string { return d.name }
 
 // Offload reports whether frames on the fd carry virtio-net headers with
 // checksum and TSO offloads (Config.Offload, granted by the kernel).
-func (d *Device) Offload() bool { return d.vnet }
+func (d *Tap) Offload() bool { return d.vnet }
 
-// Created reports whether Open created the tap (so it vanishes on Close).
-func (d *Device) Created() bool { return d.created }
+// Created reports whether OpenTap created the tap (so it vanishes on Close).
+func (d *Tap) Created() bool { return d.created }
 
 // Close closes the file descriptor. A tap that Open created disappears with
 // it; an attached or inherited one stays.
-func (d *Device) Close() error { return d.file.Close() }
+func (d *Tap) Close() error { return d.file.Close() }

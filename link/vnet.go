@@ -1,4 +1,4 @@
-package stack
+package link
 
 import (
 	"encoding/binary"
@@ -14,7 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// vnetLink is a link endpoint for a tap opened with IFF_VNET_HDR and TSO
+// Vnet is a link endpoint for a tap opened with IFF_VNET_HDR and TSO
 // offloads (TUNSETOFFLOAD CSUM|TSO4|TSO6): every frame carries a
 // virtio-net header, and TCP moves in segments of up to 64 KiB each way,
 // one system call per segment instead of one per MTU-sized frame.
@@ -25,7 +25,7 @@ import (
 // checksum-validated, the guest being the only writer of the tap. Sending,
 // gVisor's host GSO builds large TCP segments and the tap's kernel side
 // segments (or hands them whole) to the guest.
-type vnetLink struct {
+type Vnet struct {
 	fd       int
 	stop     int // eventfd that ends the reader
 	stopping atomic.Bool
@@ -37,7 +37,7 @@ type vnetLink struct {
 	rxVerified atomic.Bool
 
 	closeOnce sync.Once
-	stats     linkCounters
+	stats     counters
 	frames    sync.Pool // *[]byte of maxFrame: see writeCopy
 
 	mu         sync.RWMutex
@@ -46,8 +46,8 @@ type vnetLink struct {
 	wg         sync.WaitGroup
 }
 
-var _ stack.LinkEndpoint = (*vnetLink)(nil)
-var _ stack.GSOEndpoint = (*vnetLink)(nil)
+var _ stack.LinkEndpoint = (*Vnet)(nil)
+var _ stack.GSOEndpoint = (*Vnet)(nil)
 
 // virtio-net header (linux/virtio_net.h), without num_buffers.
 const (
@@ -67,11 +67,11 @@ const vnetGSOMaxSize = 1<<16 - 1 - header.EthernetMinimumSize - header.IPv6Minim
 // Ethernet header and some slack.
 const maxFrame = 1<<16 + header.EthernetMinimumSize + 256
 
-// NewVnetTapLink returns a link endpoint for fd, a tap opened with
+// NewVnet returns a link endpoint for fd, a tap opened with
 // IFF_VNET_HDR whose offloads (TUNSETOFFLOAD) include TSO. It does not take
 // ownership of fd, which must stay open until the Stack using the link has
 // been closed. closed, if not nil, is called when reading fd fails.
-func NewVnetTapLink(fd int, mtu uint32, closed func(error)) (stack.LinkEndpoint, error) {
+func NewVnet(fd int, mtu uint32, closed func(error)) (*Vnet, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return nil, fmt.Errorf("tap fd %d: %w", fd, err)
 	}
@@ -79,30 +79,30 @@ func NewVnetTapLink(fd int, mtu uint32, closed func(error)) (stack.LinkEndpoint,
 	if err != nil {
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	l := &vnetLink{fd: fd, stop: stop, closed: closed}
+	l := &Vnet{fd: fd, stop: stop, closed: closed}
 	l.frames.New = func() any { b := make([]byte, maxFrame); return &b }
 	l.mtu.Store(mtu)
 	return l, nil
 }
 
 // MTU implements stack.LinkEndpoint.MTU.
-func (l *vnetLink) MTU() uint32 { return l.mtu.Load() }
+func (l *Vnet) MTU() uint32 { return l.mtu.Load() }
 
 // SetMTU implements stack.LinkEndpoint.SetMTU.
-func (l *vnetLink) SetMTU(mtu uint32) { l.mtu.Store(mtu) }
+func (l *Vnet) SetMTU(mtu uint32) { l.mtu.Store(mtu) }
 
 // MaxHeaderLength implements stack.LinkEndpoint.MaxHeaderLength.
-func (l *vnetLink) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
+func (l *Vnet) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
 
 // LinkAddress implements stack.LinkEndpoint.LinkAddress.
-func (l *vnetLink) LinkAddress() tcpip.LinkAddress {
+func (l *Vnet) LinkAddress() tcpip.LinkAddress {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	return l.addr
 }
 
 // SetLinkAddress implements stack.LinkEndpoint.SetLinkAddress.
-func (l *vnetLink) SetLinkAddress(addr tcpip.LinkAddress) {
+func (l *Vnet) SetLinkAddress(addr tcpip.LinkAddress) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.addr = addr
@@ -115,7 +115,7 @@ func (l *vnetLink) SetLinkAddress(addr tcpip.LinkAddress) {
 // gVisor's NIC reads the link's capabilities for each frame it is handed,
 // on the goroutine that hands it over (the reader), and uses the receive
 // offload bit for nothing else; the other bits never change.
-func (l *vnetLink) Capabilities() stack.LinkEndpointCapabilities {
+func (l *Vnet) Capabilities() stack.LinkEndpointCapabilities {
 	caps := stack.CapabilityResolutionRequired
 	if l.rxVerified.Load() {
 		caps |= stack.CapabilityRXChecksumOffload
@@ -124,16 +124,16 @@ func (l *vnetLink) Capabilities() stack.LinkEndpointCapabilities {
 }
 
 // GSOMaxSize implements stack.GSOEndpoint.GSOMaxSize.
-func (l *vnetLink) GSOMaxSize() uint32 { return vnetGSOMaxSize }
+func (l *Vnet) GSOMaxSize() uint32 { return vnetGSOMaxSize }
 
 // SupportedGSO implements stack.GSOEndpoint.SupportedGSO.
-func (l *vnetLink) SupportedGSO() stack.SupportedGSO { return stack.HostGSOSupported }
+func (l *Vnet) SupportedGSO() stack.SupportedGSO { return stack.HostGSOSupported }
 
 // ARPHardwareType implements stack.LinkEndpoint.ARPHardwareType.
-func (l *vnetLink) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
+func (l *Vnet) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
 
 // AddHeader implements stack.LinkEndpoint.AddHeader.
-func (l *vnetLink) AddHeader(pkt *stack.PacketBuffer) {
+func (l *Vnet) AddHeader(pkt *stack.PacketBuffer) {
 	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
 	eth.Encode(&header.EthernetFields{
 		SrcAddr: pkt.EgressRoute.LocalLinkAddress,
@@ -143,7 +143,7 @@ func (l *vnetLink) AddHeader(pkt *stack.PacketBuffer) {
 }
 
 // ParseHeader implements stack.LinkEndpoint.ParseHeader.
-func (l *vnetLink) ParseHeader(pkt *stack.PacketBuffer) bool {
+func (l *Vnet) ParseHeader(pkt *stack.PacketBuffer) bool {
 	b, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
 	if ok {
 		pkt.NetworkProtocolNumber = header.Ethernet(b).Type()
@@ -153,7 +153,7 @@ func (l *vnetLink) ParseHeader(pkt *stack.PacketBuffer) bool {
 
 // Attach implements stack.LinkEndpoint.Attach: a non-nil dispatcher starts
 // the reader, nil stops it and waits for it.
-func (l *vnetLink) Attach(d stack.NetworkDispatcher) {
+func (l *Vnet) Attach(d stack.NetworkDispatcher) {
 	l.mu.Lock()
 	old := l.dispatcher
 	l.dispatcher = d
@@ -167,17 +167,17 @@ func (l *vnetLink) Attach(d stack.NetworkDispatcher) {
 }
 
 // IsAttached implements stack.LinkEndpoint.IsAttached.
-func (l *vnetLink) IsAttached() bool {
+func (l *Vnet) IsAttached() bool {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	return l.dispatcher != nil
 }
 
 // Wait implements stack.LinkEndpoint.Wait.
-func (l *vnetLink) Wait() { l.wg.Wait() }
+func (l *Vnet) Wait() { l.wg.Wait() }
 
 // Close implements stack.LinkEndpoint.Close: it stops the reader.
-func (l *vnetLink) Close() {
+func (l *Vnet) Close() {
 	l.closeOnce.Do(func() {
 		l.stopReader()
 		unix.Close(l.stop)
@@ -185,10 +185,10 @@ func (l *vnetLink) Close() {
 }
 
 // SetOnCloseAction implements stack.LinkEndpoint.SetOnCloseAction.
-func (l *vnetLink) SetOnCloseAction(func()) {}
+func (l *Vnet) SetOnCloseAction(func()) {}
 
 // stopReader wakes the reader for good and waits for it.
-func (l *vnetLink) stopReader() {
+func (l *Vnet) stopReader() {
 	l.stopping.Store(true) // a guest that keeps the tap busy never lets the reader poll
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)
@@ -198,7 +198,7 @@ func (l *vnetLink) stopReader() {
 
 // WritePackets implements stack.LinkEndpoint.WritePackets. A packet the
 // tap cannot take now (its queue is full) is dropped, as a NIC would.
-func (l *vnetLink) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+func (l *Vnet) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	n := 0
 	for _, pkt := range pkts.AsSlice() {
 		if err := l.writePacket(pkt); err != nil {
@@ -221,7 +221,7 @@ func (l *vnetLink) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 const maxIovecs = 64
 
 // writePacket writes one frame with its virtio-net header.
-func (l *vnetLink) writePacket(pkt *stack.PacketBuffer) tcpip.Error {
+func (l *Vnet) writePacket(pkt *stack.PacketBuffer) tcpip.Error {
 	var hdr [vnetHdrSize]byte
 	encodeVnetHdr(hdr[:], pkt)
 	var iov [maxIovecs]unix.Iovec
@@ -250,7 +250,7 @@ func (l *vnetLink) writePacket(pkt *stack.PacketBuffer) tcpip.Error {
 
 // writeCopy writes pkt, copied into one pooled buffer, after its
 // virtio-net header.
-func (l *vnetLink) writeCopy(pkt *stack.PacketBuffer) tcpip.Error {
+func (l *Vnet) writeCopy(pkt *stack.PacketBuffer) tcpip.Error {
 	var hdr [vnetHdrSize]byte
 	encodeVnetHdr(hdr[:], pkt)
 	size := pkt.Size()
@@ -279,7 +279,7 @@ func (l *vnetLink) writeCopy(pkt *stack.PacketBuffer) tcpip.Error {
 }
 
 // writev writes iov as one frame, counting a frame the tap did not take.
-func (l *vnetLink) writev(iov []unix.Iovec) tcpip.Error {
+func (l *Vnet) writev(iov []unix.Iovec) tcpip.Error {
 	for {
 		_, errno := writev(l.fd, iov)
 		switch errno {
@@ -320,7 +320,7 @@ func encodeVnetHdr(hdr []byte, pkt *stack.PacketBuffer) {
 }
 
 // readLoop delivers the tap's frames until stopped or the tap fails.
-func (l *vnetLink) readLoop() {
+func (l *Vnet) readLoop() {
 	buf := make([]byte, vnetHdrSize+maxFrame)
 	fds := []unix.PollFd{{Fd: int32(l.fd), Events: unix.POLLIN}, {Fd: int32(l.stop), Events: unix.POLLIN}}
 	for !l.stopping.Load() {
@@ -349,14 +349,14 @@ func (l *vnetLink) readLoop() {
 }
 
 // fail reports a dead tap.
-func (l *vnetLink) fail(err error) {
+func (l *Vnet) fail(err error) {
 	if l.closed != nil {
 		l.closed(fmt.Errorf("read tap: %w", err))
 	}
 }
 
 // deliver hands one frame (virtio-net header first) to the stack.
-func (l *vnetLink) deliver(b []byte) {
+func (l *Vnet) deliver(b []byte) {
 	if len(b) < vnetHdrSize+header.EthernetMinimumSize {
 		l.stats.rxMalformed.Add(1)
 		return

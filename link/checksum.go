@@ -1,4 +1,4 @@
-package stack
+package link
 
 import (
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -12,7 +12,7 @@ import (
 // the checksum to be completed) nor VIRTIO_NET_HDR_F_DATA_VALID (already
 // verified). The link checks those here, and tells the stack, frame by
 // frame, whether it may skip its own verification (see
-// vnetLink.Capabilities).
+// Vnet.Capabilities).
 
 // checkFrame checks the checksums of frame, an Ethernet frame: ok is
 // false when an IPv4 header checksum or a TCP, UDP, ICMPv4 or ICMPv6

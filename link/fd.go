@@ -1,4 +1,4 @@
-package stack
+package link
 
 import (
 	"errors"
@@ -9,13 +9,13 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// NewFDLink returns a link endpoint that reads and writes Ethernet frames on
+// NewFD returns a link endpoint that reads and writes Ethernet frames on
 // fd: a tap device opened without IFF_VNET_HDR, or one end of an AF_UNIX
 // SOCK_SEQPACKET socketpair in tests. It makes fd non-blocking but does not
 // take ownership of it: fd must stay open until the Stack using the link
 // has been closed. closed, if not nil, is called from the link's reader
 // when fd fails (the tap was deleted, the peer socket closed).
-func NewFDLink(fd int, mtu uint32, closed func(error)) (stack.LinkEndpoint, error) {
+func NewFD(fd int, mtu uint32, closed func(error)) (stack.LinkEndpoint, error) {
 	var onClose func(tcpip.Error)
 	if closed != nil {
 		onClose = func(err tcpip.Error) { closed(errors.New(err.String())) }

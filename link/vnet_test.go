@@ -1,4 +1,4 @@
-package stack
+package link
 
 import (
 	"bytes"
@@ -60,19 +60,19 @@ func TestEncodeVnetHdr(t *testing.T) {
 
 // vnetPair returns a vnet link on one end of a socketpair (which keeps
 // frame boundaries as a tap does) and the other end, for the test to read.
-func vnetPair(t *testing.T) (*vnetLink, int) {
+func vnetPair(t *testing.T) (*Vnet, int) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
-	ep, err := NewVnetTapLink(fds[0], 1500, nil)
+	ep, err := NewVnet(fds[0], 1500, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(ep.Close)
-	return ep.(*vnetLink), fds[1]
+	return ep, fds[1]
 }
 
 // manyViews returns a packet whose payload is data in views of size bytes
@@ -125,10 +125,10 @@ func TestVnetCountsFullQueue(t *testing.T) {
 	pkts.PushBack(pkt)
 	// Nobody reads the peer: the socket's queue fills, as a tap's does
 	// when the guest stops reading.
-	for i := 0; i < 100000 && l.linkStats().TxQueueFull == 0; i++ {
+	for i := 0; i < 100000 && l.Stats().TxQueueFull == 0; i++ {
 		l.WritePackets(pkts)
 	}
-	if s := l.linkStats(); s.TxQueueFull == 0 || s.TxErrors != 0 {
+	if s := l.Stats(); s.TxQueueFull == 0 || s.TxErrors != 0 {
 		t.Fatalf("stats after filling the queue = %+v, want TxQueueFull > 0 and no errors", s)
 	}
 }
@@ -141,12 +141,12 @@ func BenchmarkVnetWriteManyViews(b *testing.B) {
 	defer unix.Close(fds[0])
 	defer unix.Close(fds[1])
 	unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20)
-	ep, err := NewVnetTapLink(fds[0], 1500, nil)
+	ep, err := NewVnet(fds[0], 1500, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer ep.Close()
-	l := ep.(*vnetLink)
+	l := ep
 	for _, views := range []int{16, 655} {
 		b.Run(fmt.Sprint(views), func(b *testing.B) {
 			pkt := manyViews(make([]byte, 65000), 65000/views)
@@ -211,7 +211,7 @@ func TestVnetVerifiesChecksumsNothingVouchesFor(t *testing.T) {
 				}
 			} else {
 				deadline := time.Now().Add(5 * time.Second)
-				for l.linkStats().RxBadChecksum == 0 && time.Now().Before(deadline) {
+				for l.Stats().RxBadChecksum == 0 && time.Now().Before(deadline) {
 					time.Sleep(time.Millisecond)
 				}
 				select {
@@ -220,7 +220,7 @@ func TestVnetVerifiesChecksumsNothingVouchesFor(t *testing.T) {
 				default:
 				}
 			}
-			if bad := l.linkStats().RxBadChecksum; bad != b2u(!tt.deliver) {
+			if bad := l.Stats().RxBadChecksum; bad != b2u(!tt.deliver) {
 				t.Fatalf("RxBadChecksum = %d, want %d", bad, b2u(!tt.deliver))
 			}
 		})

@@ -1,4 +1,4 @@
-package tap
+package link
 
 import (
 	"os"
@@ -34,7 +34,7 @@ func TestFromFD(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fd := tt.open(t)
-			d, err := FromFD(fd)
+			d, err := TapFromFD(fd)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("FromFD = %v, want error containing %q", err, tt.wantErr)
@@ -71,7 +71,7 @@ func socket(typ int) func(t *testing.T) int {
 }
 
 func TestOpenRefusesMissingNamespace(t *testing.T) {
-	_, err := Open(Config{Name: "tap0", Netns: "/nonexistent/netns"})
+	_, err := OpenTap(TapConfig{Name: "tap0", Netns: "/nonexistent/netns"})
 	if err == nil || !strings.Contains(err.Error(), `"/nonexistent/netns"`) {
 		t.Fatalf("Open in a missing namespace = %v, want an error naming it", err)
 	}
