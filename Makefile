@@ -16,7 +16,7 @@ UNIT    = $(shell $(GO) list ./... | grep -v /e2e)
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(CURDIR)/bin/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
-.PHONY: build test unit race e2e bench bench-go fuzz lint tools demo clean
+.PHONY: build test unit race e2e vm-guest bench bench-go fuzz lint tools demo clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/masq
@@ -35,6 +35,12 @@ race:
 
 e2e: build
 	MASQ_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -timeout 10m ./e2e/
+
+# The QEMU test guest (kernel + initramfs from Debian packages) into its
+# cache, /var/cache/masq-vm unless MASQ_VM_CACHE or XDG_CACHE_HOME says
+# otherwise; the VM tests build it themselves when it is missing.
+vm-guest:
+	bash test/vm/build.sh
 
 # masq beside kernel NAT, pasta and slirp4netns in namespaces (root);
 # knobs in bench/README.md.

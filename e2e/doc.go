@@ -5,6 +5,10 @@
 // curl, and removes everything it made, even when it fails. Without root
 // every test skips.
 //
+// Tests named TestVM* run a real guest kernel under QEMU (TCG) instead: the
+// guest of test/vm/build.sh, started with startVM, reports on its serial
+// console (see vm_test.go). They skip when QEMU is not installed.
+//
 // The servers of the outside host and the pod, and the guest's clients that
 // curl and ping do not cover (UDP, DNS, many TCP connections, timed
 // connects), are the netpeer helper in internal/netpeer.

@@ -6,7 +6,8 @@
 // for each client (connection or datagram), ADDR being the source address
 // the server saw. Clients print what they got and exit non-zero on failure.
 //
-//	netpeer http     -listen ADDR[,ADDR] -size N   GET /blob: N random bytes, header X-Body-Sha256;
+//	netpeer http     -listen ADDR[,ADDR] -size N   GET /blob: N random bytes, header X-Body-Sha256
+//	                                               (also printed: "blob sha256=HEX bytes=N");
 //	                                               any other path: the client's address
 //	netpeer tcpecho  -listen ADDR[,ADDR] [-quiet]  echo every connection
 //	netpeer udpecho  -listen ADDR[,ADDR]           reply "seen=SRC PAYLOAD" to each datagram
@@ -143,6 +144,8 @@ func serveHTTP(addrs []string, size int) error {
 	}
 	sum := sha256.Sum256(body)
 	digest := hex.EncodeToString(sum[:])
+	// For clients that cannot show the header (busybox wget in a VM).
+	say("blob sha256=%s bytes=%d", digest, size)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/blob", func(w http.ResponseWriter, r *http.Request) {
 		say("seen tcp %s", r.RemoteAddr)
