@@ -130,7 +130,8 @@ type vmiSpec struct {
 // domain is a VMI spec's domain.
 type domain struct {
 	Devices struct {
-		Interfaces []iface `json:"interfaces"`
+		Interfaces            []iface `json:"interfaces"`
+		UseVirtioTransitional *bool   `json:"useVirtioTransitional"`
 	} `json:"devices"`
 }
 
@@ -140,6 +141,17 @@ type iface struct {
 	Masquerade *struct{} `json:"masquerade"`
 	MacAddress string    `json:"macAddress"`
 	Ports      []port    `json:"ports"`
+
+	// The fields below are read only for a network binding plugin's
+	// interface (see AddInterface). Numbers are wide so that values out
+	// of range reach validation, which names the field.
+	Binding *struct {
+		Name string `json:"name"`
+	} `json:"binding"`
+	Model      string `json:"model"`
+	PciAddress string `json:"pciAddress"`
+	BootOrder  *int64 `json:"bootOrder"`
+	ACPIIndex  int64  `json:"acpiIndex"`
 }
 
 // port is an entry of an interface's ports. Port is wide so that values
