@@ -79,29 +79,43 @@ func OpenPacket(cfg PacketConfig) (*Packet, error) {
 
 // openPacket does OpenPacket's work in the interface's namespace.
 func openPacket(cfg PacketConfig) (*Packet, error) {
-	ifi, err := net.InterfaceByName(cfg.Name)
+	// The socket first: a missing CAP_NET_RAW is the likeliest failure,
+	// and is best reported before anything else is changed.
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if errors.Is(err, unix.EPERM) {
+		return nil, ErrNeedNetRaw
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: no such interface in %s", ErrUnusable, nsName(cfg.Netns))
+		return nil, fmt.Errorf("AF_PACKET socket: %w", err)
 	}
-	if err := refuseIPv4(ifi); err != nil {
-		return nil, err
-	}
-	if err := disableIPv6(cfg.Name); err != nil {
-		return nil, err
-	}
-	if cfg.MTU != 0 && uint32(ifi.MTU) != cfg.MTU {
-		if err := setMTU(cfg.Name, cfg.MTU); err != nil {
-			return nil, err
-		}
-	}
-	if err := configureLink(cfg.Name, 0, false); err != nil {
-		return nil, err
-	}
-	fd, err := packetSocket(ifi.Index, cfg.Offload)
-	if err != nil {
+	if err := prepareAndBind(fd, cfg); err != nil {
+		unix.Close(fd)
 		return nil, err
 	}
 	return &Packet{file: os.NewFile(uintptr(fd), "packet "+cfg.Name), fd: fd, name: cfg.Name, vnet: cfg.Offload}, nil
+}
+
+// prepareAndBind readies the interface for the guest and binds fd to it.
+func prepareAndBind(fd int, cfg PacketConfig) error {
+	ifi, err := net.InterfaceByName(cfg.Name)
+	if err != nil {
+		return fmt.Errorf("%w: no such interface in %s", ErrUnusable, nsName(cfg.Netns))
+	}
+	if err := refuseIPv4(ifi); err != nil {
+		return err
+	}
+	if err := disableIPv6(cfg.Name); err != nil {
+		return err
+	}
+	if cfg.MTU != 0 && uint32(ifi.MTU) != cfg.MTU {
+		if err := setMTU(cfg.Name, cfg.MTU); err != nil {
+			return err
+		}
+	}
+	if err := configureLink(cfg.Name, 0, false); err != nil {
+		return err
+	}
+	return configurePacket(fd, ifi.Index, cfg.Offload)
 }
 
 // nsName describes the namespace at path for errors.
@@ -166,26 +180,10 @@ func setMTU(name string, mtu uint32) error {
 	return err
 }
 
-// packetSocket opens an AF_PACKET socket bound to interface index. It is
-// created receiving nothing (protocol 0) and bound with ETH_P_ALL only once
-// configured, so no frame of another interface, nor one of its own, is
+// configurePacket sets fd's options and binds it to index. fd was
+// created receiving nothing (protocol 0) and is bound with ETH_P_ALL only
+// once configured, so no frame of another interface, nor one sent out, is
 // ever queued on it.
-func packetSocket(index int, vnet bool) (int, error) {
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-	if errors.Is(err, unix.EPERM) {
-		return -1, ErrNeedNetRaw
-	}
-	if err != nil {
-		return -1, fmt.Errorf("AF_PACKET socket: %w", err)
-	}
-	if err := configurePacket(fd, index, vnet); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
-}
-
-// configurePacket sets fd's options and binds it to index.
 func configurePacket(fd, index int, vnet bool) error {
 	if err := ignoreOutgoing(fd); err != nil {
 		return err
