@@ -49,7 +49,8 @@ type PacketConfig struct {
 //
 // The interface needs no promiscuous mode: a veth or a tap hands every
 // frame it receives to packet sockets, whatever its destination MAC (the
-// gateway's is not the interface's), as TestPacketSeesGatewayFrames checks.
+// gateway's is not the interface's), as TestPacketSeesGatewayFrames and
+// TestPacketOnTap check.
 type Packet struct {
 	file *os.File
 	fd   int
