@@ -39,6 +39,12 @@ type Config struct {
 	// none. Run takes ownership of it.
 	TapFD int
 
+	// Attach, when set, is an existing interface whose other end is the
+	// guest (the kernel side of QEMU's tap, one end of a veth), in
+	// GuestNetns: masq reads and writes it with an AF_PACKET socket
+	// (CAP_NET_RAW). Tap and TapFD are then ignored.
+	Attach string
+
 	// PodInterface is the pod's interface whose MTU the guest gets. Empty
 	// means the interface of the default route.
 	PodInterface string
@@ -119,6 +125,15 @@ func (c Config) Validate() error {
 }
 
 func (c Config) validateLink() error {
+	if c.Attach != "" {
+		if c.TapFD >= 0 {
+			return errors.New("--attach and --tap-fd exclude each other: attach an interface or pass a tap's fd")
+		}
+		if err := validIfName(c.Attach); err != nil {
+			return fmt.Errorf("--attach %q: %w", c.Attach, err)
+		}
+		return c.validatePodInterface()
+	}
 	if c.TapFD >= 0 {
 		if c.GuestNetns != "" {
 			return errors.New("--guest-netns cannot be used with --tap-fd: an inherited fd is already bound to its tap")
@@ -131,6 +146,10 @@ func (c Config) validateLink() error {
 	if err := validIfName(c.Tap); err != nil {
 		return fmt.Errorf("--tap %q: %w", c.Tap, err)
 	}
+	return c.validatePodInterface()
+}
+
+func (c Config) validatePodInterface() error {
 	if c.PodInterface != "" {
 		if err := validIfName(c.PodInterface); err != nil {
 			return fmt.Errorf("--pod-interface %q: %w", c.PodInterface, err)

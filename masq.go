@@ -125,7 +125,7 @@ func serve(ctx context.Context, st *stack.Stack, gl *guestLink, p runPlan, pod P
 // runs on and what Run closes after the stack.
 type guestLink struct {
 	ep      gstack.LinkEndpoint
-	kind    string // "tap", ...
+	kind    string // "tap", "attach"
 	name    string // for logs
 	offload bool   // frames carry virtio-net headers with TSO
 	stats   func() link.Stats
@@ -135,6 +135,9 @@ type guestLink struct {
 // openGuestLink opens the guest's link as cfg says; closed is called when
 // the link fails for good.
 func openGuestLink(cfg Config, mtu uint32, closed func(error)) (*guestLink, error) {
+	if cfg.Attach != "" {
+		return openAttached(cfg, mtu, closed)
+	}
 	var tap *link.Tap
 	var err error
 	if cfg.TapFD >= 0 {
@@ -156,6 +159,34 @@ func openGuestLink(cfg Config, mtu uint32, closed func(error)) (*guestLink, erro
 	}
 	if gl.ep, err = link.NewFD(tap.FD(), mtu, closed); err != nil {
 		tap.Close()
+		return nil, err
+	}
+	return gl, nil
+}
+
+// openAttached opens the AF_PACKET link to the interface cfg.Attach names.
+// An interface that is missing or that the pod's kernel answers on is a
+// configuration problem (exit 2); a missing CAP_NET_RAW is not.
+func openAttached(cfg Config, mtu uint32, closed func(error)) (*guestLink, error) {
+	p, err := link.OpenPacket(link.PacketConfig{Name: cfg.Attach, Netns: cfg.GuestNetns, MTU: mtu, Offload: !cfg.NoOffload})
+	if errors.Is(err, link.ErrUnusable) {
+		return nil, &ConfigError{err}
+	}
+	if err != nil {
+		return nil, err
+	}
+	gl := &guestLink{kind: "attach", name: p.Name(), offload: p.Offload(), close: p.Close}
+	if p.Offload() {
+		v, err := link.NewVnet(p.FD(), mtu, closed)
+		if err != nil {
+			p.Close()
+			return nil, err
+		}
+		gl.ep, gl.stats = v, v.Stats
+		return gl, nil
+	}
+	if gl.ep, err = link.NewPacketFD(p.FD(), mtu, closed); err != nil {
+		p.Close()
 		return nil, err
 	}
 	return gl, nil

@@ -23,6 +23,7 @@ type runFlags struct {
 	tap          string
 	guestNetns   string
 	tapFD        int
+	attach       string
 	podInterface string
 	mtu          uint32
 	vmCIDR       string
@@ -73,6 +74,7 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.tap, "tap", d.Tap, "guest tap device: created, or attached when it exists")
 	fs.StringVar(&f.guestNetns, "guest-netns", "", "network namespace path the tap lives in (e.g. /run/netns/guest); the fd stays with masq")
 	fs.IntVar(&f.tapFD, "tap-fd", -1, "inherited, already open tap file descriptor (instead of --tap)")
+	fs.StringVar(&f.attach, "attach", "", "existing interface whose other end is the guest (QEMU's tap, a veth), read with AF_PACKET; needs CAP_NET_RAW (instead of --tap)")
 	fs.StringVar(&f.podInterface, "pod-interface", "", "pod interface (default: the interface of the default route)")
 	fs.Uint32Var(&f.mtu, "mtu", 0, fmt.Sprintf("guest MTU, %d..%d (default: the pod interface's MTU)", masq.MinMTU, masq.MaxMTU))
 	fs.StringVar(&f.vmCIDR, "vm-cidr", d.VMCIDR.String(), "guest IPv4 network: gateway is its first address, guest the second")
@@ -93,6 +95,9 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 	cfg := masq.DefaultConfig()
 	if fs.Changed("tap") && fs.Changed("tap-fd") {
 		return cfg, errors.New("--tap and --tap-fd exclude each other: name a tap or pass its fd")
+	}
+	if fs.Changed("attach") && fs.Changed("tap") {
+		return cfg, errors.New("--attach and --tap exclude each other: attach an existing interface or serve a tap")
 	}
 	vmPorts, err := f.applyManifest(fs)
 	if err != nil {
@@ -117,7 +122,7 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 	if err != nil {
 		return cfg, err
 	}
-	cfg.Tap, cfg.GuestNetns, cfg.TapFD = f.tap, f.guestNetns, f.tapFD
+	cfg.Tap, cfg.GuestNetns, cfg.TapFD, cfg.Attach = f.tap, f.guestNetns, f.tapFD, f.attach
 	cfg.PodInterface, cfg.MTU, cfg.Hostname, cfg.ResolvConf = f.podInterface, f.mtu, f.hostname, f.resolvConf
 	cfg.AllowGatewayToPod, cfg.NoOffload = f.allowGateway, f.noOffload
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
