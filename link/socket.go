@@ -207,17 +207,21 @@ func (s *Socket) ParseHeader(pkt *stack.PacketBuffer) bool {
 	return ok
 }
 
-// Attach implements stack.LinkEndpoint.Attach: the first non-nil
-// dispatcher starts accepting guests; nil detaches the stack, and frames
-// from the guest are dropped until a dispatcher is attached again. Only
-// Close stops accepting.
+// Attach implements stack.LinkEndpoint.Attach: a non-nil dispatcher
+// starts accepting guests; nil (the stack removing its NIC) closes the
+// Socket as Close does, so that Wait returns. A Socket serves one stack:
+// its listener is not reopened.
 func (s *Socket) Attach(d stack.NetworkDispatcher) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.dispatcher = d
-	if d != nil && !s.accepting {
-		s.accepting = true
+	start := d != nil && !s.accepting
+	s.accepting = s.accepting || start
+	s.mu.Unlock()
+	switch {
+	case start:
 		s.wg.Go(s.acceptLoop)
+	case d == nil:
+		s.Close()
 	}
 }
 
