@@ -70,6 +70,12 @@ const socketSlack = 256
 // system call. It is at least two of the largest frames (see NewSocket).
 const socketReadSize = 256 << 10
 
+// socketSendBuffer is the send buffer asked for each guest connection:
+// room for the bursts a tap's 1000-frame queue absorbs. The default
+// (~200 KiB) holds three 64 KiB frames, and a frame that does not fit is
+// dropped (see Socket): jumbo TCP to the guest then crawls on timeouts.
+const socketSendBuffer = 4 << 20
+
 // SocketConfig configures ListenSocket.
 type SocketConfig struct {
 	// Addr is where to listen.
@@ -311,6 +317,9 @@ func (s *Socket) adopt(conn net.Conn) (*guestConn, error) {
 	defer s.wmu.Unlock()
 	if s.cur != nil {
 		return nil, errBusy
+	}
+	if w, ok := conn.(interface{ SetWriteBuffer(int) error }); ok {
+		w.SetWriteBuffer(socketSendBuffer) // best effort: capped at net.core.wmem_max
 	}
 	c := &guestConn{conn: conn, rc: rc, fd: fd, kick: make(chan struct{}, 1)}
 	s.cur = c
