@@ -73,7 +73,7 @@ func serve(ctx context.Context, st *stack.Stack, gl *guestLink, p runPlan, pod P
 	// One bound on TCP connections, outbound and inbound, and one pool
 	// of copy buffers for both.
 	limit, pool := relay.NewLimit(nat.DefaultMaxTCP), relay.NewPool()
-	fwd, err := inbound.New(st, inbound.Config{Ports: p.ports,
+	fwd, err := inbound.New(st, inbound.Config{Ports: p.ports, Except: p.except,
 		Guest4: p.policy.Guest4, Guest6: p.policy.Guest6, Gateway4: p.gateway4.Addr(), Gateway6: p.gateway6.Addr(),
 		Pod: pod, TCPLimit: limit, Pool: pool, Logger: log})
 	if err != nil {
@@ -125,7 +125,7 @@ func serve(ctx context.Context, st *stack.Stack, gl *guestLink, p runPlan, pod P
 // runs on and what Run closes after the stack.
 type guestLink struct {
 	ep      gstack.LinkEndpoint
-	kind    string // "tap", "attach"
+	kind    string // "tap", "attach", "socket"
 	name    string // for logs
 	offload bool   // frames carry virtio-net headers with TSO
 	stats   func() link.Stats
@@ -137,6 +137,9 @@ type guestLink struct {
 func openGuestLink(cfg Config, mtu uint32, closed func(error)) (*guestLink, error) {
 	if cfg.Attach != "" {
 		return openAttached(cfg, mtu, closed)
+	}
+	if cfg.Socket != "" {
+		return openSocket(cfg, mtu, closed)
 	}
 	var tap *link.Tap
 	var err error
@@ -190,6 +193,25 @@ func openAttached(cfg Config, mtu uint32, closed func(error)) (*guestLink, error
 		return nil, err
 	}
 	return gl, nil
+}
+
+// openSocket listens for the guest's QEMU on cfg.Socket.
+func openSocket(cfg Config, mtu uint32, closed func(error)) (*guestLink, error) {
+	addr, err := cfg.socketAddr()
+	if err != nil {
+		return nil, err
+	}
+	s, err := link.ListenSocket(link.SocketConfig{Addr: addr, Mode: cfg.SocketMode, MTU: mtu,
+		Logger: cfg.Logger, Closed: closed})
+	if err != nil {
+		return nil, fmt.Errorf("--socket: %w", err)
+	}
+	name := addr.Path
+	if addr.IsTCP() {
+		name = "tcp:" + s.Addr().String()
+	}
+	return &guestLink{ep: s, kind: "socket", name: name, stats: s.Stats,
+		close: func() error { s.Close(); return nil }}, nil
 }
 
 // closeTapFD closes an inherited tap fd that Run will not adopt: Run owns

@@ -27,8 +27,20 @@ import (
 func startMasq(t *testing.T, mtu uint32, mod func(*masq.Config)) *memguest.Guest {
 	t.Helper()
 	g, fd := memguest.New(t, mtu)
+	startMasqNoGuest(t, mtu, func(c *masq.Config) {
+		c.TapFD = fd
+		if mod != nil {
+			mod(c)
+		}
+	})
+	return g
+}
+
+// startMasqNoGuest is startMasq with no link made for the guest: mod
+// names one.
+func startMasqNoGuest(t *testing.T, mtu uint32, mod func(*masq.Config)) {
+	t.Helper()
 	cfg := masq.DefaultConfig()
-	cfg.TapFD = fd
 	cfg.MTU = mtu
 	cfg.Hostname = "vm1"
 	cfg.ResolvConf = "testdata/resolv/kubernetes.conf"
@@ -55,7 +67,6 @@ func startMasq(t *testing.T, mtu uint32, mod func(*masq.Config)) *memguest.Guest
 			t.Errorf("Run did not return within 10s of cancel")
 		}
 	})
-	return g
 }
 
 // testWriter sends log lines to t.Log.

@@ -21,6 +21,7 @@ type runPlan struct {
 	dhcp     dhcp.Config
 	policy   nat.Policy
 	ports    *ports.Set // nil: every port
+	except   ports.Set  // never forwarded: the guest link's TCP port
 }
 
 // plan resolves cfg's defaults from the pod (interface MTU, host name,
@@ -41,6 +42,9 @@ func plan(cfg Config, log *slog.Logger) (runPlan, error) {
 		gateway4: netip.PrefixFrom(gateway(cfg.VMCIDR), cfg.VMCIDR.Bits()),
 		ports:    cfg.Ports,
 	}
+	if p.except, err = socketPort(cfg); err != nil {
+		return runPlan{}, err
+	}
 	if cfg.VMIPv6CIDR.IsValid() {
 		p.gateway6 = netip.PrefixFrom(gateway(cfg.VMIPv6CIDR), cfg.VMIPv6CIDR.Bits())
 	}
@@ -56,6 +60,20 @@ func plan(cfg Config, log *slog.Logger) (runPlan, error) {
 		p.policy.Guest6, p.policy.Net6 = guest(cfg.VMIPv6CIDR), cfg.VMIPv6CIDR
 	}
 	return p, nil
+}
+
+// socketPort is the TCP port of a --socket tcp:IP:PORT, which masq holds
+// and so never forwards; the empty set otherwise.
+func socketPort(cfg Config) (ports.Set, error) {
+	if cfg.Socket == "" {
+		return ports.Set{}, nil
+	}
+	a, err := cfg.socketAddr()
+	if err != nil || !a.IsTCP() || ports.Reserved(a.TCP.Port()) {
+		return ports.Set{}, err // port 0 or 49152-3: never forwarded anyway
+	}
+	port := a.TCP.Port()
+	return ports.New(ports.Range{Proto: ports.TCP, First: port, Last: port})
 }
 
 // linkMTU is cfg.MTU, or the pod interface's MTU capped at MaxMTU.

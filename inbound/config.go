@@ -37,6 +37,9 @@ type Config struct {
 	// nil forwards every port but 49152, 49153, the pod's ephemeral range
 	// and ports something else holds (KubeVirt's "no ports listed").
 	Ports *ports.Set
+	// Except are ports masq itself holds (the guest link's TCP port):
+	// never forwarded, even when Ports is nil.
+	Except ports.Set
 
 	// Guest4 and Guest6 are the guest's addresses, where connections go;
 	// either may be the zero Addr when its family is off, not both.

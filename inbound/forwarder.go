@@ -110,7 +110,7 @@ func (f *Forwarder) open() error {
 	for p := 1; p <= 65535; p++ {
 		port := uint16(p)
 		for _, proto := range []ports.Protocol{ports.TCP, ports.UDP} {
-			if !set.Contains(proto, port) || ports.Reserved(port) {
+			if !set.Contains(proto, port) || ports.Reserved(port) || f.cfg.Except.Contains(proto, port) {
 				continue
 			}
 			if sum.bound >= budget && !explicit {

@@ -22,11 +22,21 @@ type Stats struct {
 	// RxBadChecksum counts frames from the guest dropped because an IP,
 	// TCP, UDP or ICMP checksum was wrong.
 	RxBadChecksum uint64
+	// TxNoGuest counts frames to the guest dropped because no guest was
+	// connected (a Socket between connections).
+	TxNoGuest uint64
+	// RxBadLength counts guest connections closed because a frame's
+	// length was 0 or beyond the link's largest frame (a Socket).
+	RxBadLength uint64
+	// GuestsRefused counts connections refused because a guest was
+	// already connected (a Socket).
+	GuestsRefused uint64
 }
 
 // counters is Stats kept with atomics.
 type counters struct {
 	txQueueFull, txErrors, rxMalformed, rxBadChecksum atomic.Uint64
+	txNoGuest, rxBadLength, guestsRefused             atomic.Uint64
 }
 
 // snapshot returns the counters' values.
@@ -36,6 +46,9 @@ func (c *counters) snapshot() Stats {
 		TxErrors:      c.txErrors.Load(),
 		RxMalformed:   c.rxMalformed.Load(),
 		RxBadChecksum: c.rxBadChecksum.Load(),
+		TxNoGuest:     c.txNoGuest.Load(),
+		RxBadLength:   c.rxBadLength.Load(),
+		GuestsRefused: c.guestsRefused.Load(),
 	}
 }
 
@@ -70,5 +83,6 @@ func LogStats(ctx context.Context, stats func() Stats, log *slog.Logger) {
 
 func logStats(s Stats, msg string, log *slog.Logger) {
 	log.Info(msg, "tx_queue_full", s.TxQueueFull, "tx_errors", s.TxErrors,
-		"rx_malformed", s.RxMalformed, "rx_bad_checksum", s.RxBadChecksum)
+		"rx_malformed", s.RxMalformed, "rx_bad_checksum", s.RxBadChecksum,
+		"tx_no_guest", s.TxNoGuest, "rx_bad_length", s.RxBadLength, "guests_refused", s.GuestsRefused)
 }

@@ -6,6 +6,9 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/masqnet/masq/internal/memguest"
+	"github.com/masqnet/masq/nat"
 )
 
 // The benchmarks run the whole in-memory path: guest gVisor stack, the
@@ -21,25 +24,27 @@ var benchLinks = []struct {
 	name    string
 	mtu     uint32
 	offload bool
-}{{"mtu=1500", 1500, false}, {"mtu=65520", 65520, false}, {"mtu=1500-vnet", 1500, true}}
+	socket  bool // masq's --socket link (QEMU's stream netdev)
+}{{"mtu=1500", 1500, false, false}, {"mtu=65520", 65520, false, false}, {"mtu=1500-vnet", 1500, true, false},
+	{"mtu=1500-socket", 1500, false, true}, {"mtu=65520-socket", 65520, false, true}}
 
 func BenchmarkTCPGuestToPod(b *testing.B) {
 	for _, l := range benchLinks {
-		b.Run(l.name, func(b *testing.B) { benchTCPGuestToPod(b, l.mtu, l.offload) })
+		b.Run(l.name, func(b *testing.B) { benchTCPGuestToPod(b, l.mtu, l.offload, l.socket) })
 	}
 }
 
 func BenchmarkTCPPodToGuest(b *testing.B) {
 	for _, l := range benchLinks {
-		b.Run(l.name, func(b *testing.B) { benchTCPPodToGuest(b, l.mtu, l.offload) })
+		b.Run(l.name, func(b *testing.B) { benchTCPPodToGuest(b, l.mtu, l.offload, l.socket) })
 	}
 }
 
-func benchTCPGuestToPod(b *testing.B, mtu uint32, offload bool) {
+func benchTCPGuestToPod(b *testing.B, mtu uint32, offload, socket bool) {
 	pod := newFakePod()
 	dst := netip.AddrPortFrom(world4, 9)
 	pod.route(dst, tcpServer(b, func(c net.Conn) { io.Copy(io.Discard, c) }))
-	g, _ := harnessLink(b, mtu, offload, pod, nil)
+	g := benchHarness(b, mtu, offload, socket, pod)
 	c, err := dial(g, dst, 5*time.Second)
 	if err != nil {
 		b.Fatal(err)
@@ -56,7 +61,7 @@ func benchTCPGuestToPod(b *testing.B, mtu uint32, offload bool) {
 	}
 }
 
-func benchTCPPodToGuest(b *testing.B, mtu uint32, offload bool) {
+func benchTCPPodToGuest(b *testing.B, mtu uint32, offload, socket bool) {
 	pod := newFakePod()
 	dst := netip.AddrPortFrom(world4, 19)
 	pod.route(dst, tcpServer(b, func(c net.Conn) {
@@ -67,7 +72,7 @@ func benchTCPPodToGuest(b *testing.B, mtu uint32, offload bool) {
 			}
 		}
 	}))
-	g, _ := harnessLink(b, mtu, offload, pod, nil)
+	g := benchHarness(b, mtu, offload, socket, pod)
 	c, err := dial(g, dst, 5*time.Second)
 	if err != nil {
 		b.Fatal(err)
@@ -110,4 +115,14 @@ func BenchmarkUDPRoundTrip(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchHarness is harnessLink, or harnessSocket for the socket link.
+func benchHarness(b *testing.B, mtu uint32, offload, socket bool, pod nat.Pod) *memguest.Guest {
+	if socket {
+		g, _ := harnessSocket(b, mtu, pod, nil)
+		return g
+	}
+	g, _ := harnessLink(b, mtu, offload, pod, nil)
+	return g
 }

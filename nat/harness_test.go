@@ -68,6 +68,13 @@ func harnessLink(t testing.TB, mtu uint32, offload bool, pod nat.Pod, mod func(*
 	if err != nil {
 		t.Fatal(err)
 	}
+	return harnessOn(t, g, link, mtu, pod, mod, func() { unix.Close(fd) })
+}
+
+// harnessOn is harnessLink on a link already made, joined to g; release
+// runs when everything is stopped.
+func harnessOn(t testing.TB, g *memguest.Guest, link gstack.LinkEndpoint, mtu uint32, pod nat.Pod, mod func(*nat.Config), release func()) (*memguest.Guest, *nat.NAT) {
+	t.Helper()
 	st, err := stack.New(link, stack.Config{MTU: mtu,
 		IPv4: netip.PrefixFrom(gw4, 24), IPv6: netip.PrefixFrom(gw6, 120)})
 	if err != nil {
@@ -95,7 +102,7 @@ func harnessLink(t testing.TB, mtu uint32, offload bool, pod nat.Pod, mod func(*
 			t.Error("NAT.Run did not return within 10s")
 		}
 		st.Close()
-		unix.Close(fd)
+		release()
 	})
 	g.AddAddress(t, guest4)
 	g.AddAddress(t, guest6)

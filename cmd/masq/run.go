@@ -3,11 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -24,6 +26,8 @@ type runFlags struct {
 	guestNetns   string
 	tapFD        int
 	attach       string
+	socket       string
+	socketMode   string
 	podInterface string
 	mtu          uint32
 	vmCIDR       string
@@ -75,6 +79,8 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.guestNetns, "guest-netns", "", "network namespace path the tap lives in (e.g. /run/netns/guest); the fd stays with masq")
 	fs.IntVar(&f.tapFD, "tap-fd", -1, "inherited, already open tap file descriptor (instead of --tap)")
 	fs.StringVar(&f.attach, "attach", "", "existing interface whose other end is the guest (QEMU's tap, a veth), read with AF_PACKET; needs CAP_NET_RAW (instead of --tap)")
+	fs.StringVar(&f.socket, "socket", "", "listen for QEMU's stream netdev instead of a tap: a unix socket path, or tcp:IP:PORT")
+	fs.StringVar(&f.socketMode, "socket-mode", "0600", "permission bits of the --socket file, in octal")
 	fs.StringVar(&f.podInterface, "pod-interface", "", "pod interface (default: the interface of the default route)")
 	fs.Uint32Var(&f.mtu, "mtu", 0, fmt.Sprintf("guest MTU, %d..%d (default: the pod interface's MTU)", masq.MinMTU, masq.MaxMTU))
 	fs.StringVar(&f.vmCIDR, "vm-cidr", d.VMCIDR.String(), "guest IPv4 network: gateway is its first address, guest the second")
@@ -93,11 +99,8 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 // config turns the flags into a validated masq.Config.
 func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 	cfg := masq.DefaultConfig()
-	if fs.Changed("tap") && fs.Changed("tap-fd") {
-		return cfg, errors.New("--tap and --tap-fd exclude each other: name a tap or pass its fd")
-	}
-	if fs.Changed("attach") && fs.Changed("tap") {
-		return cfg, errors.New("--attach and --tap exclude each other: attach an existing interface or serve a tap")
+	if err := exclusive(fs, "tap", "tap-fd", "attach", "socket"); err != nil {
+		return cfg, err
 	}
 	vmPorts, err := f.applyManifest(fs)
 	if err != nil {
@@ -123,10 +126,39 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 		return cfg, err
 	}
 	cfg.Tap, cfg.GuestNetns, cfg.TapFD, cfg.Attach = f.tap, f.guestNetns, f.tapFD, f.attach
+	if cfg.Socket = f.socket; f.socket != "" {
+		if cfg.SocketMode, err = parseMode(f.socketMode); err != nil {
+			return cfg, err
+		}
+	}
 	cfg.PodInterface, cfg.MTU, cfg.Hostname, cfg.ResolvConf = f.podInterface, f.mtu, f.hostname, f.resolvConf
 	cfg.AllowGatewayToPod, cfg.NoOffload = f.allowGateway, f.noOffload
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	return cfg, cfg.Validate()
+}
+
+// exclusive fails when more than one of the named guest-link flags is
+// set, naming the first two.
+func exclusive(fs *pflag.FlagSet, names ...string) error {
+	var set []string
+	for _, n := range names {
+		if fs.Changed(n) {
+			set = append(set, "--"+n)
+		}
+	}
+	if len(set) > 1 {
+		return fmt.Errorf("%s and %s exclude each other: the guest has one link", set[0], set[1])
+	}
+	return nil
+}
+
+// parseMode parses --socket-mode: octal permission bits.
+func parseMode(s string) (fs.FileMode, error) {
+	m, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || m > 0o777 {
+		return 0, fmt.Errorf("--socket-mode %q: want octal permission bits, like 0600 or 0660", s)
+	}
+	return fs.FileMode(m), nil
 }
 
 // applyManifest fills the flags a --vm manifest sets and the command line

@@ -2,6 +2,8 @@
 // gVisor stack joined to masq's by an AF_UNIX SOCK_SEQPACKET socketpair,
 // which carries one Ethernet frame per message exactly as a tap fd does.
 // masq's side of the pair goes through the same fdbased link as a real tap.
+// NewStream joins it instead over a stream connection as QEMU's stream
+// netdev does (see stream.go).
 package memguest
 
 import (
@@ -32,8 +34,10 @@ type Guest struct {
 	// Stack is the guest's network stack.
 	Stack *stack.Stack
 
-	fd      int  // the guest's end of the link
+	fd      int  // the guest's end of the link; -1 on a stream link
 	offload bool // frames carry a virtio-net header
+
+	stream *streamLink // the guest's end of a stream link, or nil
 }
 
 // New returns a guest with no addresses on a link of the given MTU, and the
@@ -68,6 +72,14 @@ func newGuest(tb testing.TB, opts *fdbased.Options) (*Guest, int) {
 	if err != nil {
 		tb.Fatalf("guest link: %v", err)
 	}
+	s := newStack(tb, link, func() { unix.Close(fds[1]) })
+	return &Guest{Stack: s, fd: fds[1], offload: opts.GSOMaxSize != 0}, fds[0]
+}
+
+// newStack returns the guest's stack on link, destroyed when the test
+// ends, after which release runs.
+func newStack(tb testing.TB, link stack.LinkEndpoint, release func()) *stack.Stack {
+	tb.Helper()
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
@@ -76,7 +88,7 @@ func newGuest(tb testing.TB, opts *fdbased.Options) (*Guest, int) {
 	s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
 	tb.Cleanup(func() {
 		s.Destroy()
-		unix.Close(fds[1])
+		release()
 	})
 	if err := s.CreateNIC(NIC, link); err != nil {
 		tb.Fatalf("guest NIC: %v", err)
@@ -85,7 +97,7 @@ func newGuest(tb testing.TB, opts *fdbased.Options) (*Guest, int) {
 		{Destination: header.IPv4EmptySubnet, NIC: NIC},
 		{Destination: header.IPv6EmptySubnet, NIC: NIC},
 	})
-	return &Guest{Stack: s, fd: fds[1], offload: opts.GSOMaxSize != 0}, fds[0]
+	return s
 }
 
 // AddAddress assigns p (address and prefix length) to the guest's NIC.
@@ -196,6 +208,9 @@ const vnetHdrSize = header.VirtioNetHeaderSize
 // frames build their own. On an offload link the frame goes with a
 // virtio-net header whose flags are vnetFlags (0: nothing vouched for).
 func (g *Guest) WriteFrame(frame []byte, vnetFlags byte) error {
+	if g.stream != nil {
+		return g.stream.write([][]byte{frame})
+	}
 	if g.offload {
 		hdr := make([]byte, vnetHdrSize, vnetHdrSize+len(frame))
 		hdr[0] = vnetFlags
