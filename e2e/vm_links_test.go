@@ -91,3 +91,48 @@ func TestVMAttachPodNetns(t *testing.T) {
 	vm := startVM(t, tp.Pod, netdev, vmActions()...)
 	vmServes(t, tp, srv, vm, 9000)
 }
+
+// startSocketMasq runs `masq run --socket addr` in the pod, forwarding
+// fwdPort, and waits until it is ready.
+func startSocketMasq(t *testing.T, tp *topology, addr string) *proc {
+	t.Helper()
+	argv := []string{"netns", "exec", tp.Pod, masqBinary(t), "run", "--socket", addr,
+		"--ports", fwdPort, "--log-level", "debug"}
+	p := startProc(t, "masq", "ip", argv...)
+	p.waitReady(t, readyLine, readyTimeout)
+	return p
+}
+
+// TestVMSocketStream: QEMU's stream netdev (7.2+) connects to masq's unix
+// socket; when that VM has powered off, a second QEMU connects to the same
+// masq and is served again (a VM reboot, a QEMU restart).
+func TestVMSocketStream(t *testing.T) {
+	buildVMGuest(t)
+	tp := newTopology(t, 1500)
+	srv := blobServer(t, tp)
+	sock := t.TempDir() + "/vm.sock"
+	startSocketMasq(t, tp, sock)
+	netdev := []string{"-netdev", "stream,id=" + vmNetdevID + ",server=off,addr.type=unix,addr.path=" + sock}
+	vm := startVM(t, tp.Pod, netdev, vmActions()...)
+	vmServes(t, tp, srv, vm, 1500)
+	vm.kill()
+	again := startVM(t, tp.Pod, netdev, "masq.hold=0")
+	lease := again.waitVM(t, "lease", vmLeaseTimeout)
+	if field(lease, "ip") != guest4+"/24" {
+		t.Fatalf("the reconnected VM's lease: %s", lease)
+	}
+	again.waitVM(t, "done", vmExitTimeout)
+}
+
+// TestVMSocketTCP: QEMU's legacy socket netdev, what libvirt's
+// <interface type='client'> (and masq's KubeVirt binding) writes, connects
+// to masq over TCP on the pod's loopback.
+func TestVMSocketTCP(t *testing.T) {
+	buildVMGuest(t)
+	tp := newTopology(t, 1500)
+	srv := blobServer(t, tp)
+	const port = "40400"
+	startSocketMasq(t, tp, "tcp:127.0.0.1:"+port)
+	vm := startVM(t, tp.Pod, []string{"-netdev", "socket,id=" + vmNetdevID + ",connect=127.0.0.1:" + port}, vmActions()...)
+	vmServes(t, tp, srv, vm, 1500)
+}
