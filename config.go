@@ -105,6 +105,11 @@ type Config struct {
 
 	// Logger receives one line per event. Nil means slog.Default().
 	Logger *slog.Logger
+
+	// Ready, when set, is called once, when the guest's link and every
+	// service are up (a --socket listens): an embedder starting the guest
+	// afterwards (KubeVirt's sidecar) waits for it.
+	Ready func()
 }
 
 // DefaultConfig returns KubeVirt's defaults: tap0 in masq's own namespace,

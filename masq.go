@@ -58,11 +58,11 @@ func Run(ctx context.Context, cfg Config) error {
 	defer st.Close()
 	log = log.With("link", gl.name)
 	log.Info("guest link", "kind", gl.kind, "mtu", p.mtu, "offload", gl.offload)
-	return serve(ctx, st, gl, p, cfg.Pod, log)
+	return serve(ctx, st, gl, p, cfg.Pod, cfg.Ready, log)
 }
 
 // serve runs the services on st until ctx ends and waits for all of them.
-func serve(ctx context.Context, st *stack.Stack, gl *guestLink, p runPlan, pod Pod, log *slog.Logger) error {
+func serve(ctx context.Context, st *stack.Stack, gl *guestLink, p runPlan, pod Pod, ready func(), log *slog.Logger) error {
 	if pod == nil {
 		pod = kernelPod{}
 	}
@@ -104,6 +104,9 @@ func serve(ctx context.Context, st *stack.Stack, gl *guestLink, p runPlan, pod P
 		wg.Go(func() { link.LogStats(ctx, gl.stats, log) })
 	}
 	log.Info("masq ready", "gateway", p.gateway4, "gateway6", p.gateway6, "guest", p.dhcp.GuestIP, "mtu", p.mtu)
+	if ready != nil {
+		ready()
+	}
 	var serveErr error
 	select {
 	case <-ctx.Done():

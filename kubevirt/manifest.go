@@ -83,6 +83,41 @@ func ReadManifest(path string) (Manifest, error) {
 // spec.template.spec.networks[0].pod.vmNetworkCIDR). Fields it does not
 // read are not checked.
 func ParseManifest(data []byte) (Manifest, error) {
+	return parseManifest(data, masqueradeInterface)
+}
+
+// ParseBoundManifest is ParseManifest for a VM whose interface on the pod
+// network is bound to a network binding plugin called binding (binding:
+// {name: BINDING}, as KubeVirt passes the VMI to the plugin's hook)
+// instead of masquerade: {}. Manifest.Interface names that interface.
+func ParseBoundManifest(data []byte, binding string) (Manifest, error) {
+	return parseManifest(data, boundInterface(binding))
+}
+
+// interfaceKind picks the interface masq serves: what reports whether in
+// is one, and its description for errors.
+type interfaceKind struct {
+	is   func(in iface) bool
+	what string
+	bare bool // a document without apiVersion and kind is a VMI
+}
+
+// masqueradeInterface is KubeVirt's masquerade binding's.
+var masqueradeInterface = interfaceKind{
+	is:   func(in iface) bool { return in.Masquerade != nil },
+	what: "masquerade",
+}
+
+// boundInterface is a network binding plugin's called name.
+func boundInterface(name string) interfaceKind {
+	return interfaceKind{
+		is:   func(in iface) bool { return in.Binding != nil && in.Binding.Name == name },
+		what: fmt.Sprintf("binding: {name: %s}", name),
+		bare: true,
+	}
+}
+
+func parseManifest(data []byte, kind interfaceKind) (Manifest, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return Manifest{}, errors.New("empty file: want a VM manifest in YAML or JSON")
 	}
@@ -90,11 +125,15 @@ func ParseManifest(data []byte) (Manifest, error) {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return Manifest{}, fmt.Errorf("not a VM manifest in YAML or JSON: %w", err)
 	}
+	if kind.bare && doc.Kind == "" && doc.APIVersion == "" {
+		// KubeVirt's hook hands the plugin the VMI's JSON without them.
+		doc.Kind, doc.APIVersion = KindVirtualMachineInstance, group+"/v1"
+	}
 	spec, path, err := doc.vmiSpec()
 	if err != nil {
 		return Manifest{}, err
 	}
-	m, err := spec.manifest(path)
+	m, err := spec.manifest(path, kind)
 	if err != nil {
 		return Manifest{}, err
 	}
@@ -192,10 +231,10 @@ func (d document) vmiSpec() (*vmiSpec, string, error) {
 	return d.Spec.Template.Spec, "spec.template.spec", nil
 }
 
-// manifest finds the masquerade interface and its pod network in s, whose
+// manifest finds the interface of kind and its pod network in s, whose
 // field path is path, and reads them.
-func (s *vmiSpec) manifest(path string) (Manifest, error) {
-	ifPath, netPath, err := s.masquerade(path)
+func (s *vmiSpec) manifest(path string, kind interfaceKind) (Manifest, error) {
+	ifPath, netPath, err := s.find(path, kind)
 	if err != nil {
 		return Manifest{}, err
 	}
@@ -227,32 +266,32 @@ type elem struct {
 // String renders e as "list[index]".
 func (e elem) String() string { return fmt.Sprintf("%s[%d]", e.list, e.index) }
 
-// masquerade returns the paths of the one masquerade interface in s and of
-// its network, which must be the pod network.
-func (s *vmiSpec) masquerade(path string) (ifPath, netPath elem, err error) {
+// find returns the paths of the one interface of kind in s and of its
+// network, which must be the pod network.
+func (s *vmiSpec) find(path string, kind interfaceKind) (ifPath, netPath elem, err error) {
 	ifList, netList := path+".domain.devices.interfaces", path+".networks"
 	found := false
 	for i, in := range s.Domain.Devices.Interfaces {
-		if in.Masquerade == nil {
+		if !kind.is(in) {
 			continue
 		}
 		here := elem{ifList, i}
 		if found {
-			return elem{}, elem{}, fmt.Errorf("%s and %s (%q, %q): two masquerade interfaces; masq serves one",
-				ifPath, here, s.Domain.Devices.Interfaces[ifPath.index].Name, in.Name)
+			return elem{}, elem{}, fmt.Errorf("%s and %s (%q, %q): two %s interfaces; masq serves one",
+				ifPath, here, s.Domain.Devices.Interfaces[ifPath.index].Name, in.Name, kind.what)
 		}
 		j := s.network(in.Name)
 		if j < 0 {
-			return elem{}, elem{}, fmt.Errorf("%s: masquerade interface %q has no network of that name in %s", here, in.Name, netList)
+			return elem{}, elem{}, fmt.Errorf("%s: %s interface %q has no network of that name in %s", here, kind.what, in.Name, netList)
 		}
 		if s.Networks[j].Pod == nil {
-			return elem{}, elem{}, fmt.Errorf("%s: masquerade interface %q is on %s, which is not the pod network (pod: {}); masq serves only the pod network",
-				here, in.Name, elem{netList, j})
+			return elem{}, elem{}, fmt.Errorf("%s: %s interface %q is on %s, which is not the pod network (pod: {}); masq serves only the pod network",
+				here, kind.what, in.Name, elem{netList, j})
 		}
 		ifPath, netPath, found = here, elem{netList, j}, true
 	}
 	if !found {
-		return elem{}, elem{}, fmt.Errorf("%s: no interface with masquerade: {} on the pod network", ifList)
+		return elem{}, elem{}, fmt.Errorf("%s: no interface with %s on the pod network", ifList, kind.what)
 	}
 	return ifPath, netPath, nil
 }

@@ -195,3 +195,23 @@ func FuzzParseManifest(f *testing.F) {
 		}
 	})
 }
+
+func TestParseBoundManifest(t *testing.T) {
+	data, err := os.ReadFile("../testdata/kubevirt/vmi-basic.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ParseBoundManifest(data, DefaultBinding)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Interface != "default" || m.Ports == nil || m.Ports.String() != "22/tcp" {
+		t.Fatalf("manifest = %+v (ports %v), want interface default forwarding 22/tcp", m, m.Ports)
+	}
+	if _, err := ParseBoundManifest(data, "other"); err == nil || !strings.Contains(err.Error(), "binding: {name: other}") {
+		t.Fatalf("another binding's name: %v, want an error naming it", err)
+	}
+	if _, err := ParseManifest(data); err == nil {
+		t.Fatal("the hook's bare VMI read as a --vm manifest, want an error (no kind, no masquerade interface)")
+	}
+}

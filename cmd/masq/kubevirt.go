@@ -21,7 +21,7 @@ func newKubevirtCommand() *cobra.Command {
 		Short: "KubeVirt network binding plugin: the domain transformation and its hook",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newKubevirtDomainCommand(), newKubevirtHookCommand())
+	cmd.AddCommand(newKubevirtDomainCommand(), newKubevirtHookCommand(), newKubevirtSidecarCommand())
 	return cmd
 }
 

@@ -50,6 +50,12 @@ type Server struct {
 	// which port.
 	Domain kubevirt.DomainOptions
 
+	// OnVMI, when set, is called with the VMI's JSON on each
+	// OnDefineDomain, once the domain has been rewritten and before it is
+	// answered: the sidecar starts masq's data path for the VM there, so
+	// that it listens before QEMU connects. An error fails the call.
+	OnVMI func(vmi []byte) error
+
 	// Log receives a line per call; nil discards.
 	Log *slog.Logger
 }
@@ -79,6 +85,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	h := &handler{
 		name:     s.Name,
 		domain:   s.Domain,
+		onVMI:    s.OnVMI,
 		log:      s.Log,
 		shutdown: cancel,
 	}
@@ -107,6 +114,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 type handler struct {
 	name     string
 	domain   kubevirt.DomainOptions
+	onVMI    func(vmi []byte) error
 	log      *slog.Logger
 	shutdown context.CancelFunc
 }
@@ -131,6 +139,12 @@ func (h *handler) OnDefineDomain(_ context.Context, p *OnDefineDomainParams) (*O
 	if err != nil {
 		h.log.Error("OnDefineDomain: cannot add masq's interface", "err", err)
 		return nil, status.Error(codes.InvalidArgument, "masq: "+err.Error())
+	}
+	if h.onVMI != nil {
+		if err := h.onVMI(p.VMI); err != nil {
+			h.log.Error("OnDefineDomain: cannot serve the VM", "err", err)
+			return nil, status.Error(codes.Unavailable, "masq: "+err.Error())
+		}
 	}
 	h.log.Info("OnDefineDomain: masq's interface added", "port", h.domain.Port)
 	return &OnDefineDomainResult{DomainXML: out}, nil

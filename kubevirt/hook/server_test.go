@@ -133,3 +133,56 @@ func readFile(t *testing.T, name string) []byte {
 	}
 	return b
 }
+
+func TestOnVMI(t *testing.T) {
+	dom, vmi := readFile(t, "domain-basic.xml"), readFile(t, "vmi-basic.json")
+	var got []byte
+	conn, _ := startServer(t, &Server{OnVMI: func(v []byte) error { got = v; return nil }})
+	var res OnDefineDomainResult
+	if err := invoke(t, conn, "/kubevirt.hooks.v1alpha3.Callbacks/OnDefineDomain",
+		&OnDefineDomainParams{DomainXML: dom, VMI: vmi}, &res); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, vmi) {
+		t.Errorf("OnVMI got %q, want the call's VMI", got)
+	}
+}
+
+func TestOnVMIFails(t *testing.T) {
+	dom, vmi := readFile(t, "domain-basic.xml"), readFile(t, "vmi-basic.json")
+	var res OnDefineDomainResult
+	failing, _ := startServer(t, &Server{OnVMI: func([]byte) error { return os.ErrPermission }})
+	err := invoke(t, failing, "/kubevirt.hooks.v1alpha3.Callbacks/OnDefineDomain",
+		&OnDefineDomainParams{DomainXML: dom, VMI: vmi}, &res)
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("OnDefineDomain with OnVMI failing: %v, want Unavailable", err)
+	}
+}
+
+func TestClient(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "hook.sock")
+	l, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- (&Server{Domain: kubevirt.DomainOptions{Port: 4321}}).Serve(ctx, l) }()
+	defer func() { cancel(); <-done }()
+	c, err := NewClient(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer ccancel()
+	info, err := c.Info(cctx)
+	if err != nil || info.Name != DefaultName {
+		t.Fatalf("Info = %+v, %v", info, err)
+	}
+	out, err := c.OnDefineDomain(cctx, readFile(t, "domain-basic.xml"), readFile(t, "vmi-basic.json"))
+	if err != nil || !bytes.Contains(out, []byte(`port="4321"`)) {
+		t.Fatalf("OnDefineDomain = %s, %v", out, err)
+	}
+}

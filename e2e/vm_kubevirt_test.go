@@ -1,0 +1,56 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/masqnet/masq/kubevirt/hook"
+)
+
+// sidecarVMI is the VMI virt-launcher hands the hook: one interface on
+// the pod network, bound to masq, forwarding fwdPort.
+const sidecarVMI = `{"metadata":{"name":"vm-e2e"},"spec":{"domain":{"devices":{"interfaces":[
+	{"name":"default","binding":{"name":"masq"},"ports":[{"port":` + fwdPort + `}]}]}},
+	"networks":[{"name":"default","pod":{}}]}}`
+
+// TestVMKubevirtSidecar: masq's binding plugin sidecar in the pod answers
+// a real OnDefineDomain gRPC call (as virt-launcher makes it) with the
+// domain whose interface connects to 127.0.0.1:PORT, having started masq
+// there for the VM the VMI describes; a QEMU guest connected as libvirt
+// would for that <interface type='client'> gets its lease, fetches the
+// blob and serves the forwarded port the VMI lists.
+func TestVMKubevirtSidecar(t *testing.T) {
+	buildVMGuest(t)
+	tp := newTopology(t, 1500)
+	srv := blobServer(t, tp)
+	const port = "40402"
+	sock := t.TempDir() + "/masq.sock"
+	side := startProc(t, "sidecar", "ip", "netns", "exec", tp.Pod, masqBinary(t), "kubevirt", "sidecar",
+		"--hook-socket", sock, "--port", port, "--log-level", "debug")
+	side.waitReady(t, "serving KubeVirt's hook API", readyTimeout)
+
+	domain, err := os.ReadFile("../testdata/kubevirt/domain-basic.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := hook.NewClient(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := c.OnDefineDomain(ctx, domain, []byte(sidecarVMI))
+	if err != nil {
+		t.Fatalf("OnDefineDomain: %v\nsidecar:\n%s", err, side.log())
+	}
+	if !strings.Contains(string(out), `type="client"`) || !strings.Contains(string(out), `port="`+port+`"`) {
+		t.Fatalf("the hook's domain has no client interface to port %s:\n%s", port, out)
+	}
+	// What libvirt runs for <interface type='client'><source address='127.0.0.1' port='PORT'/>.
+	vm := startVM(t, tp.Pod, []string{"-netdev", "socket,id=" + vmNetdevID + ",connect=127.0.0.1:" + port}, vmActions()...)
+	vmServes(t, tp, srv, vm, 1500)
+}
