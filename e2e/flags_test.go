@@ -31,7 +31,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 	} {
 		t.Run(strings.Join(tc.args, "="), func(t *testing.T) {
-			args := append([]string{"netns", "exec", ns, bin, "run", "--guest-netns", netnsPath(ns)}, tc.args...)
+			args := append([]string{"netns", "exec", ns, bin, "run", "--tap", tapName, "--guest-netns", netnsPath(ns)}, tc.args...)
 			code, out := runBounded(5*time.Second, "ip", args...)
 			if code != 2 {
 				t.Errorf("masq run %s exited %d, want 2:\n%s", strings.Join(tc.args, " "), code, out)
@@ -43,6 +43,14 @@ func TestBadFlags(t *testing.T) {
 				t.Errorf("masq run %s made a tap:\n%s", strings.Join(tc.args, " "), links)
 			}
 		})
+	}
+}
+
+// TestNoLinkFlag: masq names the four guest links when given none.
+func TestNoLinkFlag(t *testing.T) {
+	code, out := runBounded(5*time.Second, masqBinary(t), "run")
+	if code != 2 || !strings.Contains(out, "--tap NAME, --tap-fd N, --attach NAME or --socket") {
+		t.Errorf("masq run with no link exited %d:\n%s\nwant 2 and the four links named", code, out)
 	}
 }
 

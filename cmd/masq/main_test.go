@@ -23,6 +23,7 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 		{[]string{"run", "--guest-mac", "zz:zz"}, `--guest-mac "zz:zz"`},
 		{[]string{"run", "--guest-mac", "01:00:5e:00:00:01"}, "multicast"},
 		{[]string{"run", "--log-level", "loud"}, `--log-level "loud": want debug, info, warn or error`},
+		{[]string{"run"}, "no guest link: give one of --tap NAME, --tap-fd N, --attach NAME or --socket"},
 		{[]string{"run", "--tap", "t0", "--tap-fd", "3"}, "--tap and --tap-fd exclude each other"},
 		{[]string{"run", "--tap", "much-too-long-name"}, "--tap"},
 		{[]string{"run", "--attach", "veth0", "--tap", "t0"}, "--tap and --attach exclude each other"},
@@ -35,8 +36,8 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 		{[]string{"run", "--socket", "/s", "--guest-netns", "/run/netns/x"}, "--guest-netns cannot be used with --socket"},
 		{[]string{"run", "--hostname", "bad_name"}, "--hostname"},
 		{[]string{"run", "--no-such-flag"}, "unknown flag: --no-such-flag"},
-		{[]string{"run", "--guest-netns", "/nonexistent/netns", "--mtu", "1500"}, `--guest-netns "/nonexistent/netns"`},
-		{[]string{"run", "--pod-interface", "nosuchif0"}, `--pod-interface "nosuchif0"`},
+		{[]string{"run", "--tap", "t0", "--guest-netns", "/nonexistent/netns", "--mtu", "1500"}, `--guest-netns "/nonexistent/netns"`},
+		{[]string{"run", "--tap", "t0", "--pod-interface", "nosuchif0"}, `--pod-interface "nosuchif0"`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -117,7 +118,7 @@ func TestPortsAndManifest(t *testing.T) {
 			fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
 			var f runFlags
 			f.register(fs)
-			if err := fs.Parse(tt.args); err != nil {
+			if err := fs.Parse(append([]string{"--tap", "t0"}, tt.args...)); err != nil {
 				t.Fatal(err)
 			}
 			cfg, err := f.config(fs)

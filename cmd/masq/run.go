@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -99,9 +100,11 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 // config turns the flags into a validated masq.Config.
 func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 	cfg := masq.DefaultConfig()
-	if err := exclusive(fs, "tap", "tap-fd", "attach", "socket"); err != nil {
+	links := []string{"tap", "tap-fd", "attach", "socket"}
+	if err := exclusive(fs, links...); err != nil {
 		return cfg, err
 	}
+
 	vmPorts, err := f.applyManifest(fs)
 	if err != nil {
 		return cfg, err
@@ -134,7 +137,13 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 	cfg.PodInterface, cfg.MTU, cfg.Hostname, cfg.ResolvConf = f.podInterface, f.mtu, f.hostname, f.resolvConf
 	cfg.AllowGatewayToPod, cfg.NoOffload = f.allowGateway, f.noOffload
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	return cfg, cfg.Validate()
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	if !slices.ContainsFunc(links, fs.Changed) {
+		return cfg, errors.New("no guest link: give one of --tap NAME, --tap-fd N, --attach NAME or --socket PATH|tcp:IP:PORT")
+	}
+	return cfg, nil
 }
 
 // exclusive fails when more than one of the named guest-link flags is
