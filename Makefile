@@ -73,8 +73,9 @@ tools: $(STATICCHECK)
 $(STATICCHECK):
 	GOBIN=$(dir $@) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
+# VM=1 runs the guest as a QEMU VM on masq's --socket link.
 demo: build
-	MASQ=$(CURDIR)/$(BIN) bash scripts/demo.sh
+	MASQ=$(CURDIR)/$(BIN) VM=$(VM) bash scripts/demo.sh
 
 clean:
 	rm -rf bin

@@ -11,7 +11,12 @@
 # pod), and the outside host fetches one from the guest through the pod's
 # forwarded port 8080 (inbound, the guest seeing the real client).
 #
+# With VM=1 the guest is a QEMU virtual machine instead (a real guest kernel,
+# built from Debian's packages by test/vm/build.sh and booted with TCG), on
+# masq's --socket link: QEMU's stream netdev on a unix socket.
+#
 # Usage: sudo scripts/demo.sh
+#   VM=1                    run the guest as a QEMU VM (needs qemu-system-x86)
 #   MASQ=/path/to/masq      use this binary instead of building bin/masq
 #   DHCP_CLIENT=udhcpc      use udhcpc (default: dhclient if installed)
 # Only 198.18.0.0/15, 2001:db8::/32, 10.0.2.0/24 and fd10:0:2::/120 are used,
@@ -320,9 +325,74 @@ step_fetch_inbound() {
 	fetch_whoami "$OUT" "http://[$POD_ADDR6]:$FWD_PORT/cgi-bin/whoami" "$OUT_ADDR6" "the guest"
 }
 
+# The VM variant: masq listens on a unix socket, QEMU's stream netdev
+# connects, and the guest reports on its serial console (lines "VM ...").
+step_vm_guest() {
+	need qemu-system-x86_64 qemu-system-x86
+	log "building the QEMU test guest (cached after the first time)"
+	VM_DIR=$(bash "$ROOT/test/vm/build.sh" | tail -n 1)
+}
+
+step_masq_vm() {
+	log "starting masq in $POD on the socket $WORK/vm.sock, forwarding port $FWD_PORT to the guest"
+	spawn "$POD" "$WORK/masq.log" "$MASQ" run --socket "$WORK/vm.sock" --ports "$FWD_PORT" --log-level debug
+	local pid=$SPAWNED i
+	for i in $(seq $((READY_TIMEOUT * 10))); do
+		grep -q 'msg="masq ready"' "$WORK/masq.log" && return 0
+		kill -0 "$pid" 2>/dev/null || die "masq exited before it was ready"
+		sleep 0.1
+	done
+	die "masq was not ready within ${READY_TIMEOUT}s"
+}
+
+# wait_vm WHAT: wait up to 60 s for the console line "VM WHAT..." and print
+# it from WHAT on.
+wait_vm() {
+	local i line
+	for i in $(seq 600); do
+		line=$(tr -d '\r' <"$WORK/vm.log" | grep -o "VM $1.*" | head -n 1 || true)
+		[[ -n $line ]] && { echo "${line#VM }"; return 0; }
+		kill -0 "$VM_PID" 2>/dev/null || die "the VM stopped without printing 'VM $1' (console: $WORK/vm.log)"
+		sleep 0.1
+	done
+	die "the VM did not print 'VM $1' within 60s (console: $WORK/vm.log)"
+}
+
+step_vm() {
+	local www=$WORK/www-out got
+	write_whoami "$www"
+	spawn "$OUT" "$WORK/httpd-out.log" busybox httpd -f -p "$OUT_ADDR4:$HTTP_PORT" -h "$www"
+	wait_listen "$OUT" "$OUT_ADDR4:$HTTP_PORT"
+	log "booting the VM (QEMU, TCG): -netdev stream to $WORK/vm.sock"
+	spawn "$POD" "$WORK/vm.log" qemu-system-x86_64 -accel tcg -cpu qemu64 -m 256 \
+		-nodefaults -no-user-config -display none -serial stdio -no-reboot \
+		-bios /usr/share/qemu/qboot.rom -kernel "$VM_DIR/vmlinux" -initrd "$VM_DIR/initrd" \
+		-append "console=ttyS0 quiet panic=1 masq.show=http://$OUT_ADDR4:$HTTP_PORT/cgi-bin/whoami masq.serve=$FWD_PORT masq.hold=60" \
+		-device virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile= \
+		-netdev "stream,id=n0,server=off,addr.type=unix,addr.path=$WORK/vm.sock"
+	VM_PID=$SPAWNED
+	log "the VM's lease: $(wait_vm lease)"
+	got=$(wait_vm got)
+	log "the VM fetched the outside host's page, which saw the request come from: ${got#got }"
+	[[ ${got#got } == "$POD_ADDR4" ]] || die "the outside host saw ${got#got }, not the pod's $POD_ADDR4"
+	wait_vm serving >/dev/null
+	got=$(run "$OUT" curl -sS --fail --max-time 10 "http://$POD_ADDR4:$FWD_PORT/") || die "curl of the VM's page through the pod failed"
+	log "the outside host fetched the VM's page through the pod's port $FWD_PORT: $got"
+}
+
 main() {
 	((EUID == 0)) || die "must run as root (it creates network namespaces and a tap device); try: sudo $0"
 	trap cleanup EXIT
+	if [[ -n ${VM:-} ]]; then
+		step_preflight
+		step_vm_guest
+		step_build
+		step_topology
+		step_masq_vm
+		step_vm
+		log "demo done; cleaning up"
+		return
+	fi
 	step_preflight
 	step_build
 	step_topology
