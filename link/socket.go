@@ -37,6 +37,8 @@ import (
 // socket to drain: the stream never carries a partial frame, which would
 // desynchronise the framing for good.
 type Socket struct {
+	ethernet // its framing
+
 	ln     net.Listener
 	path   string // the unix socket file, removed by Close; "" for TCP
 	log    *slog.Logger
@@ -167,9 +169,6 @@ func (s *Socket) MTU() uint32 { return s.mtu.Load() }
 // SetMTU implements stack.LinkEndpoint.SetMTU.
 func (s *Socket) SetMTU(mtu uint32) { s.mtu.Store(mtu) }
 
-// MaxHeaderLength implements stack.LinkEndpoint.MaxHeaderLength.
-func (s *Socket) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
-
 // LinkAddress implements stack.LinkEndpoint.LinkAddress.
 func (s *Socket) LinkAddress() tcpip.LinkAddress {
 	s.mu.RLock()
@@ -189,28 +188,6 @@ func (s *Socket) SetLinkAddress(addr tcpip.LinkAddress) {
 // offloads without a virtio-net header), which the stack verifies.
 func (s *Socket) Capabilities() stack.LinkEndpointCapabilities {
 	return stack.CapabilityResolutionRequired
-}
-
-// ARPHardwareType implements stack.LinkEndpoint.ARPHardwareType.
-func (s *Socket) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
-
-// AddHeader implements stack.LinkEndpoint.AddHeader.
-func (s *Socket) AddHeader(pkt *stack.PacketBuffer) {
-	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
-	eth.Encode(&header.EthernetFields{
-		SrcAddr: pkt.EgressRoute.LocalLinkAddress,
-		DstAddr: pkt.EgressRoute.RemoteLinkAddress,
-		Type:    pkt.NetworkProtocolNumber,
-	})
-}
-
-// ParseHeader implements stack.LinkEndpoint.ParseHeader.
-func (s *Socket) ParseHeader(pkt *stack.PacketBuffer) bool {
-	b, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
-	if ok {
-		pkt.NetworkProtocolNumber = header.Ethernet(b).Type()
-	}
-	return ok
 }
 
 // Attach implements stack.LinkEndpoint.Attach: a non-nil dispatcher

@@ -26,6 +26,8 @@ import (
 // gVisor's host GSO builds large TCP segments and the tap's kernel side
 // segments (or hands them whole) to the guest.
 type Vnet struct {
+	ethernet // its framing
+
 	fd       int
 	stop     int // eventfd that ends the reader
 	stopping atomic.Bool
@@ -91,9 +93,6 @@ func (l *Vnet) MTU() uint32 { return l.mtu.Load() }
 // SetMTU implements stack.LinkEndpoint.SetMTU.
 func (l *Vnet) SetMTU(mtu uint32) { l.mtu.Store(mtu) }
 
-// MaxHeaderLength implements stack.LinkEndpoint.MaxHeaderLength.
-func (l *Vnet) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
-
 // LinkAddress implements stack.LinkEndpoint.LinkAddress.
 func (l *Vnet) LinkAddress() tcpip.LinkAddress {
 	l.mu.RLock()
@@ -128,28 +127,6 @@ func (l *Vnet) GSOMaxSize() uint32 { return vnetGSOMaxSize }
 
 // SupportedGSO implements stack.GSOEndpoint.SupportedGSO.
 func (l *Vnet) SupportedGSO() stack.SupportedGSO { return stack.HostGSOSupported }
-
-// ARPHardwareType implements stack.LinkEndpoint.ARPHardwareType.
-func (l *Vnet) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
-
-// AddHeader implements stack.LinkEndpoint.AddHeader.
-func (l *Vnet) AddHeader(pkt *stack.PacketBuffer) {
-	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
-	eth.Encode(&header.EthernetFields{
-		SrcAddr: pkt.EgressRoute.LocalLinkAddress,
-		DstAddr: pkt.EgressRoute.RemoteLinkAddress,
-		Type:    pkt.NetworkProtocolNumber,
-	})
-}
-
-// ParseHeader implements stack.LinkEndpoint.ParseHeader.
-func (l *Vnet) ParseHeader(pkt *stack.PacketBuffer) bool {
-	b, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
-	if ok {
-		pkt.NetworkProtocolNumber = header.Ethernet(b).Type()
-	}
-	return ok
-}
 
 // Attach implements stack.LinkEndpoint.Attach: a non-nil dispatcher starts
 // the reader, nil stops it and waits for it.

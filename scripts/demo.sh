@@ -157,17 +157,22 @@ step_topology() {
 	printf 'search %s\nnameserver %s\noptions ndots:5\n' "$SEARCH" "$NAMESERVER" >"/etc/netns/$POD/resolv.conf"
 }
 
-step_masq() {
-	log "starting masq in $POD, $TAP in $GUEST, forwarding port $FWD_PORT to the guest"
-	spawn "$POD" "$WORK/masq.log" "$MASQ" run --tap "$TAP" --guest-netns "/run/netns/$GUEST" \
-		--ports "$FWD_PORT" --log-level debug
-	local pid=$SPAWNED i
+# wait_masq_ready PID: wait until masq (PID) logs that it is ready.
+wait_masq_ready() {
+	local pid=$1 i
 	for i in $(seq $((READY_TIMEOUT * 10))); do
 		grep -q 'msg="masq ready"' "$WORK/masq.log" && return 0
 		kill -0 "$pid" 2>/dev/null || die "masq exited before it was ready"
 		sleep 0.1
 	done
 	die "masq was not ready within ${READY_TIMEOUT}s"
+}
+
+step_masq() {
+	log "starting masq in $POD, $TAP in $GUEST, forwarding port $FWD_PORT to the guest"
+	spawn "$POD" "$WORK/masq.log" "$MASQ" run --tap "$TAP" --guest-netns "/run/netns/$GUEST" \
+		--ports "$FWD_PORT" --log-level debug
+	wait_masq_ready "$SPAWNED"
 }
 
 # The DHCP client's script writes the lease to $WORK/lease as KEY=VALUE
@@ -336,13 +341,7 @@ step_vm_guest() {
 step_masq_vm() {
 	log "starting masq in $POD on the socket $WORK/vm.sock, forwarding port $FWD_PORT to the guest"
 	spawn "$POD" "$WORK/masq.log" "$MASQ" run --socket "$WORK/vm.sock" --ports "$FWD_PORT" --log-level debug
-	local pid=$SPAWNED i
-	for i in $(seq $((READY_TIMEOUT * 10))); do
-		grep -q 'msg="masq ready"' "$WORK/masq.log" && return 0
-		kill -0 "$pid" 2>/dev/null || die "masq exited before it was ready"
-		sleep 0.1
-	done
-	die "masq was not ready within ${READY_TIMEOUT}s"
+	wait_masq_ready "$SPAWNED"
 }
 
 # wait_vm WHAT: wait up to 60 s for the console line "VM WHAT..." and print
