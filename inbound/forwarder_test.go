@@ -16,74 +16,21 @@ import (
 	"github.com/masqnet/masq/inbound"
 	"github.com/masqnet/masq/internal/memguest"
 	"github.com/masqnet/masq/internal/relay"
+	"github.com/masqnet/masq/internal/testkit"
 	"github.com/masqnet/masq/ports"
 )
-
-// freePort returns a port free for TCP and UDP on both loopbacks, or
-// fails the test.
-func freePort(t *testing.T) uint16 {
-	t.Helper()
-	for try := 0; try < 20; try++ {
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := uint16(ln.Addr().(*net.TCPAddr).Port)
-		ln.Close()
-		ok := true
-		for _, addr := range []string{"127.0.0.1", "[::1]"} {
-			for _, network := range []string{"tcp", "udp"} {
-				if !portFree(network, addr, port) {
-					ok = false
-				}
-			}
-		}
-		if ok {
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
-}
 
 // freeLowPort returns a free port below the usual ephemeral range, as the
 // default forwarding binds.
 func freeLowPort(t *testing.T) uint16 {
 	t.Helper()
 	for port := uint16(22000); port < 23000; port++ {
-		if portFree("tcp", "127.0.0.1", port) && portFree("tcp", "[::1]", port) &&
-			portFree("udp", "127.0.0.1", port) && portFree("udp", "[::1]", port) {
+		if testkit.PortFree(port) {
 			return port
 		}
 	}
 	t.Fatal("no free port in 22000..23000")
 	return 0
-}
-
-func portFree(network, addr string, port uint16) bool {
-	a := netip.MustParseAddr(trimBrackets(addr))
-	ap := netip.AddrPortFrom(a, port).String()
-	if network == "tcp" {
-		ln, err := net.Listen("tcp", ap)
-		if err != nil {
-			return false
-		}
-		ln.Close()
-		return true
-	}
-	c, err := net.ListenPacket("udp", ap)
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
-}
-
-func trimBrackets(s string) string {
-	if len(s) > 1 && s[0] == '[' {
-		return s[1 : len(s)-1]
-	}
-	return s
 }
 
 // guestListen accepts one connection on the guest's port and reports the
@@ -123,10 +70,10 @@ func TestInboundTCP(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.client, func(t *testing.T) {
-			port := freePort(t)
+			port := testkit.FreePort(t)
 			pod := newFakePod()
 			pod.loopback6 = tt.client == "::1"
-			g, n := inboundHarness(t, pod, itoa(port)+"/tcp")
+			g, n := inboundHarness(t, pod, testkit.Itoa(port)+"/tcp")
 			seen := guestListen(t, g, netip.AddrPortFrom(netip.MustParseAddr(tt.guest), port))
 			c, err := net.DialTimeout("tcp", netip.AddrPortFrom(netip.MustParseAddr(tt.client), port).String(), 2*time.Second)
 			if err != nil {
@@ -156,8 +103,8 @@ func TestInboundTCP(t *testing.T) {
 }
 
 func TestInboundTCPGuestNotListening(t *testing.T) {
-	port := freePort(t)
-	_, n := inboundHarness(t, newFakePod(), itoa(port))
+	port := testkit.FreePort(t)
+	_, n := inboundHarness(t, newFakePod(), testkit.Itoa(port))
 	c, err := net.DialTimeout("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port).String(), 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +115,7 @@ func TestInboundTCPGuestNotListening(t *testing.T) {
 	start := time.Now()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, err = c.Read(make([]byte, 1))
-	if err == nil || isTimeout(err) {
+	if err == nil || testkit.IsTimeout(err) {
 		t.Fatalf("read from a port the guest does not listen on: %v, want a reset", err)
 	}
 	if d := time.Since(start); d > time.Second {
@@ -179,27 +126,22 @@ func TestInboundTCPGuestNotListening(t *testing.T) {
 	}
 }
 
-func isTimeout(err error) bool {
-	ne, ok := err.(net.Error)
-	return ok && ne.Timeout()
-}
-
 func TestInboundUnlistedPortNotBound(t *testing.T) {
-	port := freePort(t)
-	other := freePort(t)
-	inboundHarness(t, newFakePod(), itoa(port))
+	port := testkit.FreePort(t)
+	other := testkit.FreePort(t)
+	inboundHarness(t, newFakePod(), testkit.Itoa(port))
 	if c, err := net.DialTimeout("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), other).String(), time.Second); err == nil {
 		c.Close()
 		t.Fatalf("port %d, not listed, accepted a connection", other)
 	}
-	if portFree("tcp", "127.0.0.1", port) {
+	if testkit.PortFree(port) {
 		t.Fatalf("listed port %d is not bound", port)
 	}
 }
 
 func TestInboundUDP(t *testing.T) {
-	port := freePort(t)
-	g, n := inboundHarness(t, newFakePod(), itoa(port)+"/udp")
+	port := testkit.FreePort(t)
+	g, n := inboundHarness(t, newFakePod(), testkit.Itoa(port)+"/udp")
 	guestEcho(t, g, netip.AddrPortFrom(guest4.Addr(), port))
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -210,7 +152,7 @@ func TestInboundUDP(t *testing.T) {
 	var got string
 	var from netip.AddrPort
 	for try := 0; try < 3 && got == ""; try++ {
-		got, from, err = udpRoundTrip(c, dst, "ping", time.Second)
+		got, from, err = testkit.UDPRoundTrip(c, dst, "ping", time.Second)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -282,15 +224,11 @@ func TestInboundDefaultSkipsReservedAndEphemeral(t *testing.T) {
 	}
 }
 
-func itoa(p uint16) string {
-	return netip.AddrPortFrom(netip.IPv4Unspecified(), p).String()[len("0.0.0.0:"):]
-}
-
 func TestInboundTCPLimit(t *testing.T) {
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	pod := newFakePod()
 	g, n := harness(t, pod, false, func(c *inbound.Config) {
-		set, _ := ports.Parse(itoa(port))
+		set, _ := ports.Parse(testkit.Itoa(port))
 		c.Ports, c.TCPLimit = &set, relay.NewLimit(1)
 	})
 	ln, err := gonet.ListenTCP(g.Stack, memguest.FullAddress(netip.AddrPortFrom(guest4.Addr(), port)), ipv4.ProtocolNumber)
@@ -313,7 +251,7 @@ func TestInboundTCPLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer first.Close()
-	waitFor(t, func() bool { return n.Stats().TCP == 1 }, "the first connection to reach the guest")
+	testkit.WaitFor(t, func() bool { return n.Stats().TCP == 1 }, "the first connection to reach the guest")
 	// The reset may come before connect returns or on the first read.
 	second, err := net.DialTimeout("tcp4", addr, 2*time.Second)
 	if err == nil {
@@ -330,9 +268,9 @@ func TestInboundTCPLimit(t *testing.T) {
 }
 
 func TestInboundGuestSilentClosedInBoundedTime(t *testing.T) {
-	port := freePort(t)
-	g, n := inboundHarness(t, newFakePod(), itoa(port)) // DialTimeout 2s
-	g.RemoveAddress(t, guest4.Addr())                   // nobody answers ARP for 10.0.2.2: the SYN goes nowhere
+	port := testkit.FreePort(t)
+	g, n := inboundHarness(t, newFakePod(), testkit.Itoa(port)) // DialTimeout 2s
+	g.RemoveAddress(t, guest4.Addr())                           // nobody answers ARP for 10.0.2.2: the SYN goes nowhere
 	c, err := net.DialTimeout("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port).String(), 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -341,7 +279,7 @@ func TestInboundGuestSilentClosedInBoundedTime(t *testing.T) {
 	start := time.Now()
 	c.SetReadDeadline(time.Now().Add(8 * time.Second))
 	_, err = c.Read(make([]byte, 1))
-	if err == nil || isTimeout(err) {
+	if err == nil || testkit.IsTimeout(err) {
 		t.Fatalf("client of a silent guest: %v, want its connection closed", err)
 	}
 	if d := time.Since(start); d < time.Second || d > 5*time.Second {
@@ -350,19 +288,4 @@ func TestInboundGuestSilentClosedInBoundedTime(t *testing.T) {
 	if n.Stats().Refused != 1 {
 		t.Errorf("Refused = %d, want 1", n.Stats().Refused)
 	}
-}
-
-// udpRoundTrip sends msg from c to dst and returns the first reply and
-// its source, waiting at most timeout.
-func udpRoundTrip(c net.PacketConn, dst netip.AddrPort, msg string, timeout time.Duration) (string, netip.AddrPort, error) {
-	if _, err := c.WriteTo([]byte(msg), net.UDPAddrFromAddrPort(dst)); err != nil {
-		return "", netip.AddrPort{}, err
-	}
-	c.SetReadDeadline(time.Now().Add(timeout))
-	buf := make([]byte, 2048)
-	n, from, err := c.ReadFrom(buf)
-	if err != nil {
-		return "", netip.AddrPort{}, err
-	}
-	return string(buf[:n]), from.(*net.UDPAddr).AddrPort(), nil
 }

@@ -169,18 +169,6 @@ func inboundHarness(t *testing.T, pod *fakePod, spec string) (*memguest.Guest, *
 	})
 }
 
-// waitFor polls cond for up to 5 s.
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // newVnet is link.NewVnet as a constructor of any link endpoint.
 func newVnet(fd int, mtu uint32, closed func(error)) (gstack.LinkEndpoint, error) {
 	return link.NewVnet(fd, mtu, closed)

@@ -17,6 +17,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 
 	"github.com/masqnet/masq/internal/memguest"
+	"github.com/masqnet/masq/internal/testkit"
 )
 
 // reuseConns is how many connections each case of TestInboundTCPPortReuse
@@ -48,8 +49,8 @@ func TestInboundTCPPortReuse(t *testing.T) {
 	}
 	for c, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			port := freePort(t)
-			g, _ := inboundHarness(t, newFakePod(), itoa(port)+"/tcp")
+			port := testkit.FreePort(t)
+			g, _ := inboundHarness(t, newFakePod(), testkit.Itoa(port)+"/tcp")
 			guestServe(t, g, netip.AddrPortFrom(guest4.Addr(), port), tt.clientFirst)
 			dst := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
 			conns := reuseConns // each a pod socket; the kernel's TIME_WAITs add up

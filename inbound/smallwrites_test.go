@@ -15,6 +15,7 @@ import (
 
 	"github.com/masqnet/masq/inbound"
 	"github.com/masqnet/masq/internal/memguest"
+	"github.com/masqnet/masq/internal/testkit"
 	"github.com/masqnet/masq/ports"
 )
 
@@ -64,8 +65,8 @@ func TestTCPSmallWrites(t *testing.T) {
 // in the guest and returns the guest's end and the client's.
 func inboundPair(t *testing.T, offload bool) (guest, client net.Conn) {
 	t.Helper()
-	port := freePort(t)
-	set, err := ports.Parse(itoa(port) + "/tcp")
+	port := testkit.FreePort(t)
+	set, err := ports.Parse(testkit.Itoa(port) + "/tcp")
 	if err != nil {
 		t.Fatal(err)
 	}

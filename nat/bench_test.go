@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/masqnet/masq/internal/memguest"
+	"github.com/masqnet/masq/internal/testkit"
 	"github.com/masqnet/masq/nat"
 )
 
@@ -99,7 +100,7 @@ func BenchmarkUDPRoundTrip(b *testing.B) {
 	buf := make([]byte, 2048)
 	to := net.UDPAddrFromAddrPort(dst)
 	// Prime the flow.
-	if _, _, err := udpRoundTrip(c, dst, "x", 2*time.Second); err != nil {
+	if _, _, err := testkit.UDPRoundTrip(c, dst, "x", 2*time.Second); err != nil {
 		b.Fatal(err)
 	}
 	c.SetReadDeadline(time.Time{})

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -413,35 +412,6 @@ func (r sinkRaw) Read(func(uintptr) bool) error {
 }
 
 func (r sinkRaw) Write(func(uintptr) bool) error { return nil }
-
-// freePort returns a port that is free for UDP and TCP on every IPv4
-// address now, or fails the test.
-func freePort(t *testing.T) uint16 {
-	t.Helper()
-	for try := 0; try < 20; try++ {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := uint16(c.LocalAddr().(*net.UDPAddr).Port)
-		c.Close()
-		if ln, err := net.Listen("tcp4", ":"+itoa(port)); err == nil {
-			ln.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
-}
-
-// itoa formats a port.
-func itoa(p uint16) string { return strconv.Itoa(int(p)) }
-
-// isTimeout reports whether err is a deadline's.
-func isTimeout(err error) bool {
-	ne, ok := err.(net.Error)
-	return ok && ne.Timeout()
-}
 
 // newVnet is link.NewVnet as a constructor of any link endpoint.
 func newVnet(fd int, mtu uint32, closed func(error)) (gstack.LinkEndpoint, error) {

@@ -18,6 +18,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/masqnet/masq/internal/memguest"
+	"github.com/masqnet/masq/internal/testkit"
 	"github.com/masqnet/masq/nat"
 )
 
@@ -160,7 +161,7 @@ func TestUDPFlowReusedAfterExpiry(t *testing.T) {
 	dst := netip.AddrPortFrom(world4, 7)
 	pod.route(dst, udpWhoami(t))
 	g, n := harness(t, pod, func(c *nat.Config) { c.Now = clock })
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	c, err := gonet.DialUDP(g.Stack, &tcpip.FullAddress{NIC: memguest.NIC, Addr: memguest.Addr(guest4.Addr()), Port: port}, nil, ipv4.ProtocolNumber)
 	if err != nil {
 		t.Fatal(err)
@@ -168,11 +169,11 @@ func TestUDPFlowReusedAfterExpiry(t *testing.T) {
 	defer c.Close()
 	const rounds = 50
 	for i := range rounds {
-		got, _, err := udpRoundTrip(c, dst, "x", 2*time.Second)
+		got, _, err := testkit.UDPRoundTrip(c, dst, "x", 2*time.Second)
 		if err != nil {
 			t.Fatalf("round %d: %v", i, err)
 		}
-		if want := itoa(port); got != want {
+		if want := testkit.Itoa(port); got != want {
 			t.Fatalf("round %d: the server saw pod port %s, want the guest's %s", i, got, want)
 		}
 		mu.Lock()
@@ -204,7 +205,7 @@ func udpWhoami(t *testing.T) netip.AddrPort {
 			if err != nil {
 				return
 			}
-			c.WriteToUDPAddrPort([]byte(itoa(from.Port())), from)
+			c.WriteToUDPAddrPort([]byte(testkit.Itoa(from.Port())), from)
 		}
 	})
 	return netip.MustParseAddrPort(c.LocalAddr().String())

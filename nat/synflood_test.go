@@ -13,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/masqnet/masq/internal/memguest"
+	"github.com/masqnet/masq/internal/testkit"
 	"github.com/masqnet/masq/nat"
 	"github.com/masqnet/masq/stack"
 )
@@ -75,7 +76,7 @@ func TestBadChecksumSYNNeverDialled(t *testing.T) {
 				tcpFrame(from, bad, header.TCPFlagSyn, true),
 				tcpFrame(from, good, header.TCPFlagSyn, false),
 			})
-			waitFor(t, func() bool { pod.mu.Lock(); defer pod.mu.Unlock(); return pod.dials >= 1 }, "the good SYN to be dialled")
+			testkit.WaitFor(t, func() bool { pod.mu.Lock(); defer pod.mu.Unlock(); return pod.dials >= 1 }, "the good SYN to be dialled")
 			time.Sleep(50 * time.Millisecond) // a dial of the bad SYN would have started with the good one's
 			pod.mu.Lock()
 			defer pod.mu.Unlock()
@@ -114,7 +115,7 @@ func TestUnreachableAfterSYNFloods(t *testing.T) {
 				frames = append(frames, tcpFrame(netip.AddrPortFrom(guest4.Addr(), uint16(20000+i)), hole, header.TCPFlagSyn, false))
 			}
 			sendFrames(t, g, frames)
-			waitFor(t, func() bool { return n.Stats().TCPDialFailed >= pending }, "the black-holed dials to fail")
+			testkit.WaitFor(t, func() bool { return n.Stats().TCPDialFailed >= pending }, "the black-holed dials to fail")
 			if q := n.SYNQuotes(); q != 0 {
 				t.Errorf("%d SYN quotes left after the flood, want 0", q)
 			}
@@ -149,7 +150,7 @@ func TestSYNFloodToOneAddressLeavesRoom(t *testing.T) {
 		frames = append(frames, tcpFrame(netip.AddrPortFrom(guest4.Addr(), uint16(20000+i)), hole, header.TCPFlagSyn, false))
 	}
 	sendFrames(t, g, frames)
-	waitFor(t, func() bool { return n.Stats().TCPPendingLimited > 0 }, "SYNs over the destination's share to be counted")
+	testkit.WaitFor(t, func() bool { return n.Stats().TCPPendingLimited > 0 }, "SYNs over the destination's share to be counted")
 	c, err := dial(g, good, 2*time.Second)
 	if err != nil {
 		t.Fatalf("connect while one address holds its share of pending dials: %v", err)

@@ -14,6 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 
 	"github.com/masqnet/masq/internal/memguest"
+	"github.com/masqnet/masq/internal/testkit"
 	"github.com/masqnet/masq/nat"
 )
 
@@ -283,7 +284,7 @@ func TestTCPResetPassesThrough(t *testing.T) {
 	c.Write([]byte("x"))
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, err = c.Read(make([]byte, 1))
-	if err == nil || err == io.EOF || isTimeout(err) {
+	if err == nil || err == io.EOF || testkit.IsTimeout(err) {
 		t.Fatalf("read after the server's RST: %v, want a reset (not EOF, not a hang)", err)
 	}
 }

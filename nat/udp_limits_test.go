@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/masqnet/masq/internal/testkit"
 	"github.com/masqnet/masq/nat"
 )
 
@@ -109,7 +110,7 @@ func TestUDPFloodMemoryBounded(t *testing.T) {
 
 	start := time.Now()
 	flood(t, n, ports, dsts)
-	waitFor(t, func() bool { return n.FlowGoroutines() == n.UDPFlows() }, "evicted flows' goroutines to end")
+	testkit.WaitFor(t, func() bool { return n.FlowGoroutines() == n.UDPFlows() }, "evicted flows' goroutines to end")
 	grown := liveHeap() - heap0
 	s := n.Stats()
 	t.Logf("%d×%d datagrams in %v: live heap +%.1f MiB, %d flows, %d destinations, %d evicted; held from the OS +%.1f MiB",
@@ -127,7 +128,7 @@ func TestUDPFloodMemoryBounded(t *testing.T) {
 
 	jump(time.Hour)
 	n.ExpireUDP(now())
-	waitFor(t, func() bool { return n.FlowGoroutines() == 0 }, "expired flows' goroutines to end")
+	testkit.WaitFor(t, func() bool { return n.FlowGoroutines() == 0 }, "expired flows' goroutines to end")
 	jump(time.Minute)
 	n.ExpireUDP(now()) // the sweep after: the memory is garbage, and masq returns it
 	held := heldFromOS()
@@ -161,7 +162,7 @@ func TestUDPDNSAnsweredWhenTableFull(t *testing.T) {
 			if s := n.Stats(); s.UDPEvicted != 0 {
 				t.Fatalf("the flood alone evicted %d flows; the table should be just full", s.UDPEvicted)
 			}
-			got, from, err := udpRoundTrip(guestUDP(t, g, guest4.Addr()), dns, "query", 2*time.Second)
+			got, from, err := testkit.UDPRoundTrip(guestUDP(t, g, guest4.Addr()), dns, "query", 2*time.Second)
 			if err != nil || got != "query" || from != dns {
 				t.Fatalf("DNS with a full table: got %q from %s (%v), want the answer from %s", got, from, err, dns)
 			}
@@ -194,7 +195,7 @@ func TestUDPFlowLimitEvictsLeastRecentlyUsed(t *testing.T) {
 		{c, 2}, // still open
 	}
 	for i, s := range steps {
-		if _, _, err := udpRoundTrip(s.conn, dst, "x", time.Second); err != nil {
+		if _, _, err := testkit.UDPRoundTrip(s.conn, dst, "x", time.Second); err != nil {
 			t.Fatalf("step %d: %v; a full table must not drop a new flow", i, err)
 		}
 		if got := n.Stats().UDPEvicted; got != s.wantEvicted {

@@ -9,23 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/masqnet/masq/internal/testkit"
 	"github.com/masqnet/masq/nat"
 )
-
-// udpRoundTrip sends msg from c to dst and returns the reply and its
-// source, within timeout.
-func udpRoundTrip(c net.PacketConn, dst netip.AddrPort, msg string, timeout time.Duration) (string, netip.AddrPort, error) {
-	if _, err := c.WriteTo([]byte(msg), net.UDPAddrFromAddrPort(dst)); err != nil {
-		return "", netip.AddrPort{}, err
-	}
-	c.SetReadDeadline(time.Now().Add(timeout))
-	buf := make([]byte, 2048)
-	n, from, err := c.ReadFrom(buf)
-	if err != nil {
-		return "", netip.AddrPort{}, err
-	}
-	return string(buf[:n]), from.(*net.UDPAddr).AddrPort(), nil
-}
 
 func TestUDP200ParallelFlows(t *testing.T) {
 	pod := newFakePod()
@@ -43,7 +29,7 @@ func TestUDP200ParallelFlows(t *testing.T) {
 			for try := 0; try < 3; try++ { // UDP: the client retries, as real ones do
 				var got string
 				var from netip.AddrPort
-				got, from, err = udpRoundTrip(c, dst, msg, time.Second)
+				got, from, err = testkit.UDPRoundTrip(c, dst, msg, time.Second)
 				if err == nil && (got != msg || from != dst) {
 					err = fmt.Errorf("flow %d: got %q from %s, want %q from %s", i, got, from, msg, dst)
 					break
@@ -72,7 +58,7 @@ func TestUDPIPv6(t *testing.T) {
 	dst := netip.AddrPortFrom(world6, 7)
 	pod.route(dst, udpEcho(t))
 	g, _ := harness(t, pod, nil)
-	got, from, err := udpRoundTrip(guestUDP(t, g, guest6.Addr()), dst, "six", 2*time.Second)
+	got, from, err := testkit.UDPRoundTrip(guestUDP(t, g, guest6.Addr()), dst, "six", 2*time.Second)
 	if err != nil || got != "six" || from != dst {
 		t.Fatalf("got %q from %s (%v), want %q from %s", got, from, err, "six", dst)
 	}
@@ -90,7 +76,7 @@ func TestUDPIdleEviction(t *testing.T) {
 	pod.route(netip.AddrPortFrom(world4, 53), echoSrv)
 	g, n := harness(t, pod, func(c *nat.Config) { c.Now = clock })
 	for _, port := range []uint16{7, 53} {
-		if _, _, err := udpRoundTrip(guestUDP(t, g, guest4.Addr()), netip.AddrPortFrom(world4, port), "x", 2*time.Second); err != nil {
+		if _, _, err := testkit.UDPRoundTrip(guestUDP(t, g, guest4.Addr()), netip.AddrPortFrom(world4, port), "x", 2*time.Second); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -112,22 +98,10 @@ func TestUDPIdleEviction(t *testing.T) {
 		if got := n.ExpireUDP(clock()); got != s.wantExpired {
 			t.Fatalf("after +%v: expired %d, want %d", s.advance, got, s.wantExpired)
 		}
-		waitFor(t, func() bool { return n.UDPFlows() == s.wantRemained }, "flows to close")
+		testkit.WaitFor(t, func() bool { return n.UDPFlows() == s.wantRemained }, "flows to close")
 	}
 	if got := n.Stats().UDPExpired; got != 2 {
 		t.Errorf("UDPExpired = %d, want 2", got)
-	}
-}
-
-// waitFor polls cond for up to 5 s.
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -137,7 +111,7 @@ func TestUDPSpoofedSourceDropped(t *testing.T) {
 	g, n := harness(t, pod, nil)
 	g.AddAddress(t, netip.MustParsePrefix("10.0.2.99/24"))
 	c := guestUDP(t, g, netip.MustParseAddr("10.0.2.99"))
-	if _, _, err := udpRoundTrip(c, netip.AddrPortFrom(world4, 7), "spoof", 500*time.Millisecond); err == nil {
+	if _, _, err := testkit.UDPRoundTrip(c, netip.AddrPortFrom(world4, 7), "spoof", 500*time.Millisecond); err == nil {
 		t.Fatal("a datagram from a spoofed source was answered")
 	}
 	if s := n.Stats(); s.DroppedSpoofed == 0 || s.UDPOpened != 0 {
@@ -154,7 +128,7 @@ func TestUDPDNSForwarding(t *testing.T) {
 			local = guest6.Addr()
 		}
 		dst := netip.AddrPortFrom(gw, 53)
-		got, from, err := udpRoundTrip(guestUDP(t, g, local), dst, "query", 2*time.Second)
+		got, from, err := testkit.UDPRoundTrip(guestUDP(t, g, local), dst, "query", 2*time.Second)
 		if err != nil || got != "query" || from != dst {
 			t.Fatalf("DNS via %s: got %q from %s (%v), want the answer from %s", dst, got, from, err, dst)
 		}
@@ -164,7 +138,7 @@ func TestUDPDNSForwarding(t *testing.T) {
 func TestUDPGatewayRefused(t *testing.T) {
 	g, n := harness(t, newFakePod(), nil)
 	c := guestUDP(t, g, guest4.Addr())
-	if _, _, err := udpRoundTrip(c, netip.AddrPortFrom(gw4, 5000), "x", 500*time.Millisecond); err == nil {
+	if _, _, err := testkit.UDPRoundTrip(c, netip.AddrPortFrom(gw4, 5000), "x", 500*time.Millisecond); err == nil {
 		t.Fatal("gateway port answered")
 	}
 	if n.Stats().RefusedGateway == 0 {
