@@ -180,7 +180,10 @@ func scanDomain(data []byte, alias string) (domainSpans, error) {
 		switch t := tok.(type) {
 		case xml.StartElement:
 			path = append(path, t.Name.Local)
-			switch strings.Join(path, "/") {
+			if len(path) > maxDomainDepth {
+				return domainSpans{}, fmt.Errorf("elements nested deeper than %d: not a libvirt domain", maxDomainDepth)
+			}
+			switch pathOf(path) {
 			case "domain/devices/interface":
 				start, match = before, false
 			case "domain/devices/interface/alias":
@@ -190,7 +193,7 @@ func scanDomain(data []byte, alias string) (domainSpans, error) {
 				return domainSpans{}, fmt.Errorf("root element <%s>: want a libvirt <domain>", t.Name.Local)
 			}
 		case xml.EndElement:
-			switch strings.Join(path, "/") {
+			switch pathOf(path) {
 			case "domain/devices/interface":
 				if match && sp.ifaceStart >= 0 {
 					return domainSpans{}, fmt.Errorf("two <interface> elements with alias %q", alias)
@@ -211,6 +214,20 @@ func scanDomain(data []byte, alias string) (domainSpans, error) {
 		return domainSpans{}, errors.New("no <devices> in <domain>")
 	}
 	return sp, nil
+}
+
+// maxDomainDepth bounds the nesting of a domain's elements: libvirt's
+// domain XML is a few levels deep, and a hostile input thousands of levels
+// deep must not cost the hook seconds.
+const maxDomainDepth = 64
+
+// pathOf joins the first four elements of path, all scanDomain looks at
+// ("" deeper), so each token costs the same whatever the depth.
+func pathOf(path []string) string {
+	if len(path) > 4 {
+		return ""
+	}
+	return strings.Join(path, "/")
 }
 
 // attr returns the value of e's attribute called name, "" when absent.

@@ -221,3 +221,12 @@ func TestParsePCIAddress(t *testing.T) {
 		}
 	}
 }
+
+func TestDeepDomainRefused(t *testing.T) {
+	deep := "<domain><devices>" + strings.Repeat("<a>", 100000) + strings.Repeat("</a>", 100000) + "</devices></domain>"
+	// It was accepted, after 76 s of work quadratic in the depth.
+	_, err := scanDomain([]byte(deep), "ua-default")
+	if err == nil || !strings.Contains(err.Error(), "nested deeper") {
+		t.Fatalf("100,000 levels: %v, want a refusal", err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -139,7 +140,11 @@ func listenUnix(path string, mode fs.FileMode) (net.Listener, error) {
 	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("%s exists and is not a socket (%s); refusing to replace it", path, fi.Mode().Type())
+			return nil, fmt.Errorf("%s exists and is not a socket (%s); refusing to replace it", path, fi.Mode())
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: something listens there already (another masq?); refusing to take it over", path)
 		}
 		if err := os.Remove(path); err != nil {
 			return nil, fmt.Errorf("replace stale socket: %w", err)
@@ -253,6 +258,9 @@ func (s *Socket) acceptLoop() {
 			return
 		}
 		c, err := s.adopt(conn)
+		if errors.Is(err, errBusy) {
+			c, err = s.adoptAfterGrace(conn)
+		}
 		if err != nil {
 			s.stats.guestsRefused.Add(1)
 			s.log.Warn("guest connection refused", "remote", remote(conn), "reason", err)
@@ -265,9 +273,28 @@ func (s *Socket) acceptLoop() {
 	}
 }
 
-// remote names a connection's peer for logs (a unix peer has no name).
+// reconnectGrace is how long a new connection waits for the guest's
+// current one to end before it is refused: a QEMU that restarts (or
+// reconnects) may connect before masq has read the old connection's end.
+const reconnectGrace = time.Second
+
+// adoptAfterGrace retries adopt while the current guest's connection may
+// still be ending, for up to reconnectGrace.
+func (s *Socket) adoptAfterGrace(conn net.Conn) (*guestConn, error) {
+	deadline := time.Now().Add(reconnectGrace)
+	for {
+		time.Sleep(10 * time.Millisecond)
+		c, err := s.adopt(conn)
+		if !errors.Is(err, errBusy) || time.Now().After(deadline) {
+			return c, err
+		}
+	}
+}
+
+// remote names a connection's peer for logs (an unnamed unix peer, QEMU's,
+// shows as "@" or nothing).
 func remote(conn net.Conn) string {
-	if a := conn.RemoteAddr(); a != nil && a.String() != "" {
+	if a := conn.RemoteAddr(); a != nil && a.String() != "" && a.String() != "@" {
 		return a.String()
 	}
 	return "unix"

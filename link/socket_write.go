@@ -78,6 +78,9 @@ func (s *Socket) writeFailed(c *guestConn, err error, n int) tcpip.Error {
 		return &tcpip.ErrWouldBlock{}
 	}
 	s.stats.txErrors.Add(uint64(n))
+	if !c.closed {
+		s.log.Info("guest disconnected", "remote", remote(c.conn), "err", err)
+	}
 	s.dropLocked(c)
 	return &tcpip.ErrClosedForSend{}
 }
