@@ -3,6 +3,7 @@ package stack
 import (
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -29,6 +30,10 @@ type neighborFilter struct {
 
 	deliveries sync.RWMutex // read-held by each delivery; write-held to stop them
 	stopped    bool         // guarded by deliveries
+
+	// solicited, when set, is called (inline, so it must not block) for
+	// each valid Router Solicitation: gVisor, not a router, ignores them.
+	solicited atomic.Pointer[func()]
 }
 
 var _ stack.NetworkDispatcher = (*neighborFilter)(nil)
@@ -55,6 +60,9 @@ func (f *neighborFilter) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumb
 	defer f.deliveries.RUnlock()
 	if f.stopped || f.foreignQuery(protocol, pkt) {
 		return
+	}
+	if fn := f.solicited.Load(); fn != nil && protocol == header.IPv6ProtocolNumber && routerSolicit(pkt) {
+		(*fn)()
 	}
 	f.Endpoint.DeliverNetworkPacket(protocol, pkt)
 }
@@ -101,4 +109,21 @@ func (f *neighborFilter) foreignQuery(protocol tcpip.NetworkProtocolNumber, pkt 
 		return target != f.gw6 && target != f.gwLinkLocal
 	}
 	return false
+}
+
+// routerSolicit reports whether pkt is a Router Solicitation as RFC 4861
+// §6.1.1 accepts one: hop limit 255, code 0, ICMPv6 right after the fixed
+// header. Its checksum is not checked: a bad one costs one advertisement.
+func routerSolicit(pkt *stack.PacketBuffer) bool {
+	const size = header.IPv6MinimumSize + header.ICMPv6MinimumSize
+	b, ok := pkt.Data().PullUp(size)
+	if !ok {
+		return false
+	}
+	ip := header.IPv6(b)
+	if tcpip.TransportProtocolNumber(ip.NextHeader()) != header.ICMPv6ProtocolNumber || ip.HopLimit() != 255 {
+		return false
+	}
+	icmp := header.ICMPv6(b[header.IPv6MinimumSize:])
+	return icmp.Type() == header.ICMPv6RouterSolicit && icmp.Code() == 0
 }

@@ -65,6 +65,12 @@ func (s *Sender) WriteUDP(srcPort, dstPort uint16, payload []byte) error {
 // WriteICMP sends msg, a whole ICMP message (header and body) of the
 // route's family, filling in its checksum.
 func (s *Sender) WriteICMP(msg []byte) error {
+	return s.WriteICMPHopLimit(msg, s.route.DefaultTTL())
+}
+
+// WriteICMPHopLimit is WriteICMP with the given TTL or hop limit: Neighbor
+// Discovery messages need 255 (RFC 4861 §6.1).
+func (s *Sender) WriteICMPHopLimit(msg []byte, hopLimit uint8) error {
 	if len(msg) < 4 {
 		return fmt.Errorf("icmp message of %d bytes", len(msg))
 	}
@@ -82,7 +88,7 @@ func (s *Sender) WriteICMP(msg []byte) error {
 	})
 	defer pkt.DecRef()
 	pkt.TransportProtocolNumber = proto
-	params := stack.NetworkHeaderParams{Protocol: proto, TTL: s.route.DefaultTTL()}
+	params := stack.NetworkHeaderParams{Protocol: proto, TTL: hopLimit}
 	if err := s.route.WritePacket(params, pkt); err != nil {
 		return fmt.Errorf("write icmp to guest: %s", err)
 	}
