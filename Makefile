@@ -56,6 +56,7 @@ bench-go:
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzHandle$$' -fuzztime $(FUZZTIME) ./dhcp/
+	$(GO) test -run '^$$' -fuzz '^FuzzHandle6$$' -fuzztime $(FUZZTIME) ./dhcp/
 	$(GO) test -run '^$$' -fuzz '^FuzzNeighborFilter$$' -fuzztime $(FUZZTIME) ./stack/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./ports/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseManifest$$' -fuzztime $(FUZZTIME) ./kubevirt/

@@ -75,4 +75,3 @@ func TestLinkLocalIsGVisors(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
