@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/masqnet/masq/dhcp"
 	"github.com/masqnet/masq/link"
@@ -73,6 +74,16 @@ type Config struct {
 	// IPv6 off.
 	VMIPv6CIDR netip.Prefix
 
+	// NoRA turns the gateway's Router Advertisements off: an IPv6 guest
+	// then needs its default route configured statically. DHCPv6 is on
+	// whenever IPv6 is.
+	NoRA bool
+
+	// RAInterval is the longest time between unsolicited Router
+	// Advertisements (MaxRtrAdvInterval), 4s..1800s (RFC 4861 §6.2.1);
+	// 0 means dhcp.DefaultRAInterval.
+	RAInterval time.Duration
+
 	// GuestMAC, when set, is the only client DHCP answers.
 	GuestMAC net.HardwareAddr
 
@@ -130,7 +141,7 @@ func DefaultConfig() Config {
 // starts.
 func (c Config) Validate() error {
 	checks := []func() error{
-		c.validateLink, c.validateMTU, c.validateNetworks, c.validateHostname,
+		c.validateLink, c.validateMTU, c.validateNetworks, c.validateHostname, c.validateRA,
 	}
 	for _, check := range checks {
 		if err := check(); err != nil {
@@ -255,6 +266,19 @@ func validNetwork(flag string, p netip.Prefix, v4 bool) error {
 		return fmt.Errorf("%s %s: must hold at least 4 addresses (prefix length at most /%d)", flag, p, maxBits)
 	case p.Masked() != p:
 		return fmt.Errorf("%s %s: host bits are set; did you mean %s?", flag, p, p.Masked())
+	}
+	return nil
+}
+
+// RA interval bounds: RFC 4861 §6.2.1's MaxRtrAdvInterval range.
+const (
+	minRAInterval = 4 * time.Second
+	maxRAInterval = 1800 * time.Second
+)
+
+func (c Config) validateRA() error {
+	if c.RAInterval != 0 && (c.RAInterval < minRAInterval || c.RAInterval > maxRAInterval) {
+		return fmt.Errorf("--ra-interval %v: must be between %v and %v (RFC 4861)", c.RAInterval, minRAInterval, maxRAInterval)
 	}
 	return nil
 }

@@ -96,14 +96,22 @@ func serve(ctx context.Context, st *stack.Stack, gl *guestLink, p runPlan, pod P
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
-	errc := make(chan error, 1)
+	errc := make(chan error, 2) // DHCPv4's and DHCPv6's
 	wg.Go(func() { errc <- srv.Serve(ctx, conn) })
+	release6, err := serveIPv6(ctx, st, p, &wg, errc, log)
+	if err != nil {
+		stop()
+		wg.Wait()
+		return fmt.Errorf("ipv6 configuration: %w", err)
+	}
+	defer release6()
 	wg.Go(func() { flows.Run(ctx) })
 	wg.Go(func() { fwd.Run(ctx) })
 	if gl.stats != nil {
 		wg.Go(func() { link.LogStats(ctx, gl.stats, log) })
 	}
-	log.Info("masq ready", "gateway", p.gateway4, "gateway6", p.gateway6, "guest", p.dhcp.GuestIP, "mtu", p.mtu)
+	log.Info("masq ready", "gateway", p.gateway4, "gateway6", p.gateway6, "guest", p.dhcp.GuestIP, "mtu", p.mtu,
+		"dhcpv6", p.dhcp6 != nil, "ra", p.ra != nil)
 	if ready != nil {
 		ready()
 	}

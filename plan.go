@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"net/netip"
 	"os"
 
 	"github.com/masqnet/masq/dhcp"
 	"github.com/masqnet/masq/nat"
 	"github.com/masqnet/masq/ports"
+	"github.com/masqnet/masq/stack"
 )
 
 // runPlan is a validated Config resolved against the system: every value
@@ -19,6 +21,8 @@ type runPlan struct {
 	gateway4 netip.Prefix
 	gateway6 netip.Prefix
 	dhcp     dhcp.Config
+	dhcp6    *dhcp.Config6  // nil: IPv6 off
+	ra       *dhcp.RAConfig // nil: IPv6 off or --no-ra
 	policy   nat.Policy
 	ports    *ports.Set // nil: every port
 	except   ports.Set  // never forwarded: the guest link's TCP port
@@ -58,8 +62,39 @@ func plan(cfg Config, log *slog.Logger) (runPlan, error) {
 	}
 	if cfg.VMIPv6CIDR.IsValid() {
 		p.policy.Guest6, p.policy.Net6 = guest(cfg.VMIPv6CIDR), cfg.VMIPv6CIDR
+		p.dhcp6, p.ra = ipv6Config(cfg, mtu, dnsPlan6(p.gateway6.Addr(), rc.Nameservers, forward.IsValid()), rc.Search)
 	}
 	return p, nil
+}
+
+// dnsPlan6 decides which nameservers DHCPv6 and the Router Advertisements
+// offer: the gateway's IPv6 address when dnsPlan sends the guest's DNS
+// through the gateway (the pod's resolvers are on loopback; masq forwards
+// gateway:53 of either family), else the pod's IPv6 nameservers, if any.
+func dnsPlan6(gw6 netip.Addr, nameservers []netip.Addr, viaGateway bool) []netip.Addr {
+	if viaGateway {
+		return []netip.Addr{gw6}
+	}
+	var offer []netip.Addr
+	for _, ns := range nameservers {
+		if ns.Is6() && !ns.Is4In6() && !ns.IsLoopback() {
+			offer = append(offer, ns)
+		}
+	}
+	return offer
+}
+
+// ipv6Config builds the DHCPv6 server's and the Router Advertisements'
+// configurations; the latter is nil under --no-ra.
+func ipv6Config(cfg Config, mtu uint32, dns []netip.Addr, search []string) (*dhcp.Config6, *dhcp.RAConfig) {
+	mac := net.HardwareAddr(stack.GatewayMAC)
+	d6 := &dhcp.Config6{ServerMAC: mac, GuestIP: guest(cfg.VMIPv6CIDR), Network: cfg.VMIPv6CIDR,
+		DNS: dns, Search: search}
+	if cfg.NoRA {
+		return d6, nil
+	}
+	return d6, &dhcp.RAConfig{MAC: mac, Prefix: cfg.VMIPv6CIDR, MTU: mtu, DNS: dns, Search: search,
+		Interval: cfg.RAInterval}
 }
 
 // socketPort is the TCP port of a --socket tcp:IP:PORT, which masq holds

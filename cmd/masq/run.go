@@ -12,11 +12,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/masqnet/masq"
+	"github.com/masqnet/masq/dhcp"
 	"github.com/masqnet/masq/kubevirt"
 	"github.com/masqnet/masq/ports"
 )
@@ -42,6 +44,8 @@ type runFlags struct {
 	vm           string
 	cpuProfile   string
 	noOffload    bool
+	noRA         bool
+	raInterval   time.Duration
 }
 
 // newRunCommand builds `masq run`.
@@ -94,6 +98,8 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.vm, "vm", "", "KubeVirt VirtualMachine or VirtualMachineInstance manifest (YAML or JSON) to take ports, CIDRs and MAC from; flags override it")
 	fs.BoolVar(&f.noOffload, "no-offload", false, "plain frames on the tap: no virtio-net header, no TSO (slower; for debugging)")
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a Go CPU profile of the whole run to this file (for performance work)")
+	fs.BoolVar(&f.noRA, "no-ra", false, "send no IPv6 Router Advertisements (the guest's IPv6 default route is then static)")
+	fs.DurationVar(&f.raInterval, "ra-interval", dhcp.DefaultRAInterval, "longest time between unsolicited Router Advertisements, 4s..30m")
 	fs.BoolVar(&f.allowGateway, "allow-gateway-to-pod", false, "let the guest reach the pod's loopback services at the gateway's address")
 }
 
@@ -136,6 +142,7 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 	}
 	cfg.PodInterface, cfg.MTU, cfg.Hostname, cfg.ResolvConf = f.podInterface, f.mtu, f.hostname, f.resolvConf
 	cfg.AllowGatewayToPod, cfg.NoOffload = f.allowGateway, f.noOffload
+	cfg.NoRA, cfg.RAInterval = f.noRA, f.raInterval
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if err := cfg.Validate(); err != nil {
 		return cfg, err
