@@ -136,7 +136,6 @@ func readGuestSysctl(t *testing.T, tp *topology, name string) string {
 	return strings.TrimSpace(out)
 }
 
-
 // TestIPv6NoRA: with --no-ra the guest hears no Router Advertisement, so
 // it learns no default route, though it solicits one when its link comes
 // up (the kernel sends up to three, 4 s apart; the first is the one masq
