@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/masqnet/masq/ports"
 )
@@ -29,6 +30,10 @@ func TestValidate(t *testing.T) {
 		{"ipv6 /127 too small", func(c *Config) { c.VMIPv6CIDR = netip.MustParsePrefix("fd10::/127") }, "--vm-ipv6-cidr fd10::/127: must hold at least 4"},
 		{"ipv6 flag given ipv4", func(c *Config) { c.VMIPv6CIDR = netip.MustParsePrefix("10.0.0.0/8") }, "--vm-ipv6-cidr 10.0.0.0/8: must be an IPv6 network"},
 		{"ipv6 off", func(c *Config) { c.VMIPv6CIDR = netip.Prefix{} }, ""},
+		{"ra interval min", func(c *Config) { c.RAInterval = 4 * time.Second }, ""},
+		{"ra interval max", func(c *Config) { c.RAInterval = 30 * time.Minute }, ""},
+		{"ra interval too short", func(c *Config) { c.RAInterval = time.Second }, "--ra-interval 1s: must be between 4s and 30m0s"},
+		{"ra interval too long", func(c *Config) { c.RAInterval = time.Hour }, "--ra-interval 1h0m0s"},
 		{"tap empty", func(c *Config) { c.Tap = "" }, `--tap "": an interface name is 1 to 15`},
 		{"tap too long", func(c *Config) { c.Tap = "abcdefghijklmnop" }, "--tap"},
 		{"tap slash", func(c *Config) { c.Tap = "a/b" }, "cannot be . or .. or contain '/'"},

@@ -41,3 +41,38 @@ func TestDNSPlan(t *testing.T) {
 		})
 	}
 }
+
+func TestDNSPlan6(t *testing.T) {
+	gw6 := netip.MustParseAddr("fd10:0:2::1")
+	tests := []struct {
+		name        string
+		nameservers []string
+		viaGateway  bool
+		want        string
+	}{
+		{"pod IPv6 resolvers offered", []string{"10.96.0.10", "fd00::10", "::1"}, false, "[fd00::10]"},
+		{"IPv4 only: none", []string{"10.96.0.10"}, false, "[]"},
+		{"loopback: the gateway", []string{"127.0.0.53"}, true, "[fd10:0:2::1]"},
+	}
+	for _, tt := range tests {
+		var ns []netip.Addr
+		for _, s := range tt.nameservers {
+			ns = append(ns, netip.MustParseAddr(s))
+		}
+		if got := fmt.Sprint(dnsPlan6(gw6, ns, tt.viaGateway)); got != tt.want {
+			t.Errorf("%s: %s, want %s", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestIPv6ConfigNoRA(t *testing.T) {
+	cfg := DefaultConfig()
+	d6, ra := ipv6Config(cfg, 1500, nil, nil)
+	if d6 == nil || ra == nil || d6.GuestIP != netip.MustParseAddr("fd10:0:2::2") || ra.MTU != 1500 {
+		t.Fatalf("ipv6Config: %+v %+v", d6, ra)
+	}
+	cfg.NoRA = true
+	if d6, ra := ipv6Config(cfg, 1500, nil, nil); d6 == nil || ra != nil {
+		t.Errorf("--no-ra: DHCPv6 %v, RA %v; want DHCPv6 only", d6, ra)
+	}
+}

@@ -20,6 +20,8 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 		{[]string{"run", "--vm-cidr", "10.0.2.0/31"}, "--vm-cidr 10.0.2.0/31"},
 		{[]string{"run", "--vm-cidr", "banana"}, `--vm-cidr "banana": want a network in CIDR form`},
 		{[]string{"run", "--vm-ipv6-cidr", "fd10::/127"}, "--vm-ipv6-cidr fd10::/127"},
+		{[]string{"run", "--ra-interval", "1s"}, "--ra-interval 1s: must be between 4s and 30m0s"},
+		{[]string{"run", "--ra-interval", "soon"}, "--ra-interval"},
 		{[]string{"run", "--guest-mac", "zz:zz"}, `--guest-mac "zz:zz"`},
 		{[]string{"run", "--guest-mac", "01:00:5e:00:00:01"}, "multicast"},
 		{[]string{"run", "--log-level", "loud"}, `--log-level "loud": want debug, info, warn or error`},
