@@ -156,3 +156,34 @@ func TestIPv6NoRA(t *testing.T) {
 // minRAWait is how long TestIPv6NoRA listens for an advertisement: longer
 // than masq takes to answer the guest's first solicitation.
 const minRAWait = 4 * time.Second
+
+// TestIPv6AutoDhcpcd: dhcpcd, which does its own Router Advertisement
+// processing, starts DHCPv6 because masq's RA has Managed=1, takes
+// fd10:0:2::2 and the default route via the gateway's link-local address,
+// and the guest fetches over IPv6. Its hooks are off (--script /bin/true),
+// so it never touches the host's resolv.conf.
+func TestIPv6AutoDhcpcd(t *testing.T) {
+	requireTool(t, "dhcpcd", "dhcpcd-base")
+	tp := newTopology(t, 1500)
+	srv := startPeer(t, tp.Out, "http server", "http",
+		"-listen", "["+outAddr6+"]:"+httpPort, "-size", strconv.Itoa(blobSize))
+	m := startMasq(t, tp, "masq")
+	ip(t, "-n", tp.Guest, "link", "set", tapName, "mtu", strconv.Itoa(tp.MTU), "up")
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "dhcpcd.conf")
+	writeFile(t, conf, "ipv6only\nnoipv4ll\nduid\n", 0o644)
+	t.Cleanup(func() { runClient(tp, "dhcpcd", "-x", "-f", conf, tapName) })
+	code, out := runClient(tp, "dhcpcd", "-6", "-w", "-t", "30", "--script", "/bin/true", "-f", conf, tapName)
+	if code != 0 {
+		t.Fatalf("dhcpcd exited %d:\n%s\nmasq:\n%s", code, out, m.log())
+	}
+	var addrs string
+	if !waitFor(raTimeout, func() bool {
+		addrs = ip(t, "-n", tp.Guest, "-6", "-o", "addr", "show", "dev", tapName)
+		return strings.Contains(addrs, guest6+"/") && !strings.Contains(addrs, "tentative")
+	}) {
+		t.Fatalf("guest lacks %s:\n%s\ndhcpcd:\n%s", guest6, addrs, out)
+	}
+	waitRADefaultRoute(t, tp)
+	fetchBlob(t, tp, "http://["+outAddr6+"]:"+httpPort+"/blob", srv, podAddr6)
+}
