@@ -5,7 +5,7 @@
 #    | veth eth0 <-> eth0, MTU 9000
 #   pod   198.18.0.2/24 2001:db8::2/64  (masq runs here; resolv.conf of a Kubernetes pod)
 #    | tap0, made by masq inside guest, its fd held by masq
-#   guest 10.0.2.2/24 by DHCP, fd10:0:2::2/120 static
+#   guest 10.0.2.2/24 by DHCP, fd10:0:2::2 by DHCPv6 and its IPv6 route by RA
 #
 # The guest fetches a page from the outside host (outbound, masqueraded as the
 # pod), and the outside host fetches one from the guest through the pod's
@@ -243,10 +243,39 @@ step_show_lease() {
 	echo
 }
 
+# IPv6 configures itself: the guest's kernel takes its default route from
+# masq's Router Advertisement, and dhclient -6 its address from masq's
+# DHCPv6. Without dhclient the guest is configured statically, as
+# cloud-init would.
 step_ipv6() {
-	log "static IPv6 $GUEST6/120 in $GUEST, default via $GATEWAY6"
-	ip -n "$GUEST" addr add "$GUEST6/120" dev "$TAP" nodad
-	ip -n "$GUEST" -6 route add default via "$GATEWAY6" dev "$TAP"
+	if ! command -v dhclient >/dev/null; then
+		log "static IPv6 $GUEST6/120 in $GUEST, default via $GATEWAY6 (no dhclient for DHCPv6)"
+		ip -n "$GUEST" addr add "$GUEST6/120" dev "$TAP" nodad
+		ip -n "$GUEST" -6 route replace default via "$GATEWAY6" dev "$TAP"
+		return
+	fi
+	local script=$WORK/dhclient6-script i route=
+	cat >"$script" <<-'EOF'
+		#!/bin/sh
+		case "$reason" in BOUND6|RENEW6|REBIND6|REBOOT6)
+			ip -6 addr replace "$new_ip6_address/$new_ip6_prefixlen" dev "$interface" nodad ;;
+		esac
+	EOF
+	chmod +x "$script"
+	for i in $(seq 50); do # dhclient -6 binds the link-local address, once DAD is done
+		ip -n "$GUEST" -6 -o addr show dev "$TAP" scope link | grep -qv tentative && break
+		sleep 0.1
+	done
+	run "$GUEST" dhclient -6 -1 -sf "$script" -lf "$WORK/lease6" -pf "$WORK/dhclient6.pid" "$TAP" ||
+		die "dhclient -6 got no DHCPv6 lease"
+	[[ -f $WORK/dhclient6.pid ]] && PIDS+=("$(cat "$WORK/dhclient6.pid")")
+	for i in $(seq 100); do
+		route=$(ip -n "$GUEST" -6 route show default)
+		[[ -n $route ]] && break
+		sleep 0.1
+	done
+	[[ -n $route ]] || die "no IPv6 default route from masq's Router Advertisement"
+	log "IPv6 from masq: $(ip -n "$GUEST" -6 -o addr show dev "$TAP" scope global | awk '{print $4}') by DHCPv6; $route by Router Advertisement"
 }
 
 # ping_from NS ADDR: ping ADDR from NS, retrying a few times (NDP, ARP).
