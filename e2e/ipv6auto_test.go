@@ -162,9 +162,15 @@ const minRAWait = 4 * time.Second
 // fd10:0:2::2 and the default route via the gateway's link-local address,
 // and the guest fetches over IPv6. Its hooks are off (--script /bin/true),
 // so it never touches the host's resolv.conf.
-func TestIPv6AutoDhcpcd(t *testing.T) {
+func TestIPv6AutoDhcpcd(t *testing.T) { ipv6AutoDhcpcd(t, 1500) }
+
+// TestIPv6AutoDhcpcdJumbo: the same on a pod of MTU 9000: the RA's MTU
+// option carries it, and dhcpcd's default route has it.
+func TestIPv6AutoDhcpcdJumbo(t *testing.T) { ipv6AutoDhcpcd(t, jumboMTU) }
+
+func ipv6AutoDhcpcd(t *testing.T, mtu int) {
 	requireTool(t, "dhcpcd", "dhcpcd-base")
-	tp := newTopology(t, 1500)
+	tp := newTopology(t, mtu)
 	srv := startPeer(t, tp.Out, "http server", "http",
 		"-listen", "["+outAddr6+"]:"+httpPort, "-size", strconv.Itoa(blobSize))
 	m := startMasq(t, tp, "masq")
@@ -184,6 +190,9 @@ func TestIPv6AutoDhcpcd(t *testing.T) {
 	}) {
 		t.Fatalf("guest lacks %s:\n%s\ndhcpcd:\n%s", guest6, addrs, out)
 	}
-	waitRADefaultRoute(t, tp)
+	route := waitRADefaultRoute(t, tp)
+	if want := "mtu " + strconv.Itoa(mtu); !strings.Contains(route, want) {
+		t.Errorf("default route %q: want the RA's %s", strings.TrimSpace(route), want)
+	}
 	fetchBlob(t, tp, "http://["+outAddr6+"]:"+httpPort+"/blob", srv, podAddr6)
 }
