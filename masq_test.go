@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,8 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/masqnet/masq"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+
 	"github.com/masqnet/masq/dhcp"
 	"github.com/masqnet/masq/internal/memguest"
 	"github.com/masqnet/masq/ports"
@@ -190,4 +193,33 @@ func checkLease(t *testing.T, m *dhcpv4.DHCPv4, want dhcpv4.MessageType) {
 		t.Errorf("%s: MTU option (26): %v", want, err)
 	}
 	eq("mtu (26)", mtu, uint16(9000))
+}
+
+// TestRouterAdvertisement: an in-memory guest, whose IPv6 handles Router
+// Advertisements as a host does, learns its default router from masq's:
+// the gateway's link-local address, with the Managed flag sending it to
+// DHCPv6 for its address.
+func TestRouterAdvertisement(t *testing.T) {
+	g := startMasq(t, 1500, nil)
+	want := netip.MustParseAddr("fe80::ff:fe00:0") // EUI-64 of 02:00:00:00:00:00
+	deadline := time.Now().Add(10 * time.Second)   // the guest solicits within 1 s; masq answers at once
+	for time.Now().Before(deadline) && !slices.Contains(g.DefaultRouters(), want) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := g.DefaultRouters(); !slices.Contains(got, want) {
+		t.Fatalf("default routers learned from RAs: %v, want %s", got, want)
+	}
+	if c := g.DHCPv6Config(); c != ipv6.DHCPv6ManagedAddress {
+		t.Errorf("DHCPv6 configuration from the RA: %v, want managed", c)
+	}
+}
+
+// TestNoRouterAdvertisement: with NoRA the guest, which solicits within
+// its first second, learns no router.
+func TestNoRouterAdvertisement(t *testing.T) {
+	g := startMasq(t, 1500, func(c *masq.Config) { c.NoRA = true })
+	time.Sleep(2 * time.Second) // past the guest's solicitation (at most 1 s after its link is up)
+	if got := g.DefaultRouters(); len(got) != 0 {
+		t.Fatalf("default routers with NoRA: %v, want none", got)
+	}
 }

@@ -38,6 +38,7 @@ type Guest struct {
 	offload bool // frames carry a virtio-net header
 
 	stream *streamLink // the guest's end of a stream link, or nil
+	ndp    *ndpRecorder
 }
 
 // New returns a guest with no addresses on a link of the given MTU, and the
@@ -72,16 +73,25 @@ func newGuest(tb testing.TB, opts *fdbased.Options) (*Guest, int) {
 	if err != nil {
 		tb.Fatalf("guest link: %v", err)
 	}
-	s := newStack(tb, link, func() { unix.Close(fds[1]) })
-	return &Guest{Stack: s, fd: fds[1], offload: opts.GSOMaxSize != 0}, fds[0]
+	rec := new(ndpRecorder)
+	s := newStack(tb, link, rec, func() { unix.Close(fds[1]) })
+	return &Guest{Stack: s, fd: fds[1], offload: opts.GSOMaxSize != 0, ndp: rec}, fds[0]
 }
 
 // newStack returns the guest's stack on link, destroyed when the test
-// ends, after which release runs.
-func newStack(tb testing.TB, link stack.LinkEndpoint, release func()) *stack.Stack {
+// ends, after which release runs. Its IPv6 handles Router Advertisements
+// as a host does (and solicits them), telling rec what it learns; it
+// adopts no route or address from them (routes are the test's to set),
+// and runs no duplicate address detection, so addresses work at once.
+func newStack(tb testing.TB, link stack.LinkEndpoint, rec *ndpRecorder, release func()) *stack.Stack {
 	tb.Helper()
+	ndp := ipv6.DefaultNDPConfigurations()
+	ndp.HandleRAs = ipv6.HandlingRAsEnabledWhenForwardingDisabled
+	ndp.DiscoverDefaultRouters = true
+	ndp.AutoGenGlobalAddresses = false
 	s := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocol},
+		NetworkProtocols: []stack.NetworkProtocolFactory{ipv4.NewProtocol,
+			ipv6.NewProtocolWithOptions(ipv6.Options{NDPConfigs: ndp, NDPDisp: rec}), arp.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 	})
 	sack := tcpip.TCPSACKEnabled(true) // as a Linux guest has it

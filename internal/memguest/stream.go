@@ -32,7 +32,8 @@ func NewStream(tb testing.TB, mtu uint32, conn net.Conn) *Guest {
 	l := &streamLink{conn: conn}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	s := newStack(tb, ethernet.New(ch), func() {
+	rec := new(ndpRecorder)
+	s := newStack(tb, ethernet.New(ch), rec, func() {
 		cancel()
 		conn.Close()
 		wg.Wait()
@@ -40,7 +41,7 @@ func NewStream(tb testing.TB, mtu uint32, conn net.Conn) *Guest {
 	})
 	wg.Go(func() { l.send(ctx, ch) })
 	wg.Go(func() { l.receive(ch) })
-	return &Guest{Stack: s, fd: -1, stream: l}
+	return &Guest{Stack: s, fd: -1, stream: l, ndp: rec}
 }
 
 // streamLink is the guest's end of a stream link.
