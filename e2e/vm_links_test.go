@@ -113,7 +113,13 @@ func TestVMSocketStream(t *testing.T) {
 	sock := t.TempDir() + "/vm.sock"
 	startSocketMasq(t, tp, sock)
 	netdev := []string{"-netdev", "stream,id=" + vmNetdevID + ",server=off,addr.type=unix,addr.path=" + sock}
-	vm := startVM(t, tp.Pod, netdev, vmActions()...)
+	vm := startVM(t, tp.Pod, netdev, append([]string{"masq.ra"}, vmActions()...)...)
+	// The guest kernel takes its IPv6 default route from masq's RA.
+	ra := vm.waitVM(t, "ra ", vmLeaseTimeout)
+	t.Logf("VM %s", ra)
+	if !strings.Contains(ra, "default via "+gatewayLinkLocal) {
+		t.Errorf("the VM's IPv6 default route: %q, want one via %s from masq's RA", ra, gatewayLinkLocal)
+	}
 	vmServes(t, tp, srv, vm, 1500)
 	vm.kill()
 	again := startVM(t, tp.Pod, netdev, "masq.hold=0")
