@@ -156,7 +156,8 @@ func openGuestLink(cfg Config, mtu uint32, closed func(error)) (*guestLink, erro
 	var err error
 	if cfg.TapFD >= 0 {
 		if tap, err = link.TapFromFD(cfg.TapFD); err != nil {
-			return nil, fmt.Errorf("--tap-fd: %w", err)
+			closeTapFD(cfg) // Run owns it either way
+			return nil, &ConfigError{fmt.Errorf("--tap-fd: %w", err)}
 		}
 	} else if tap, err = link.OpenTap(link.TapConfig{Name: cfg.Tap, Netns: cfg.GuestNetns, MTU: mtu, Offload: !cfg.NoOffload}); err != nil {
 		return nil, fmt.Errorf("open guest link: %w", err)

@@ -2,6 +2,7 @@ package masq_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/masqnet/masq"
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 
 	"github.com/masqnet/masq/dhcp"
@@ -221,5 +223,28 @@ func TestNoRouterAdvertisement(t *testing.T) {
 	time.Sleep(2 * time.Second) // past the guest's solicitation (at most 1 s after its link is up)
 	if got := g.DefaultRouters(); len(got) != 0 {
 		t.Fatalf("default routers with NoRA: %v, want none", got)
+	}
+}
+
+// TestBadTapFDIsAConfigErrorAndClosed: an inherited fd that is no tap is a
+// configuration error (the command exits 2), and Run, which owns the fd
+// either way, closes it.
+func TestBadTapFDIsAConfigErrorAndClosed(t *testing.T) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(p[1])
+	cfg := masq.DefaultConfig()
+	cfg.TapFD, cfg.MTU = p[0], 1500
+	cfg.ResolvConf = "testdata/resolv/kubernetes.conf"
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	err := masq.Run(context.Background(), cfg)
+	var ce *masq.ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("Run with a pipe as the tap: %v, want a ConfigError", err)
+	}
+	if _, err := unix.FcntlInt(uintptr(p[0]), unix.F_GETFD, 0); err != unix.EBADF {
+		t.Fatalf("the inherited fd is still open after Run (fcntl: %v)", err)
 	}
 }
