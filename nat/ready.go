@@ -11,8 +11,12 @@ import (
 // buffer, so an idle flow costs no buffer memory: buffers come from a pool
 // only once data is there.
 type podReadiness struct {
-	rc    syscall.RawConn
-	peek  [1]byte
+	rc   syscall.RawConn
+	peek [1]byte
+	// errno is what the last peek failed with: non-zero when a pending
+	// error (an ICMP error with IP_RECVERR) made the socket readable.
+	// Only the flow's goroutine uses it.
+	errno syscall.Errno
 	check func(fd uintptr) bool // p.readable, bound once to avoid an allocation per wait
 }
 
@@ -44,5 +48,6 @@ func (p *podReadiness) wait() error {
 func (p *podReadiness) readable(fd uintptr) bool {
 	_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.peek[0])), 1,
 		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	p.errno = errno
 	return errno != unix.EAGAIN && errno != unix.EINTR
 }
