@@ -132,3 +132,24 @@ func waitUntil(timeout time.Duration, cond func() bool) bool {
 }
 
 var _ nat.ErrorConn = (*fakeUDP)(nil)
+
+// TestICMPErrorsRateLimited: at a stopped clock, a guest flooding TTL 1
+// datagrams gets the burst of time exceeded (50), and the rest are
+// counted, not sent.
+func TestICMPErrorsRateLimited(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	g, n := harness(t, newFakePod(), func(c *nat.Config) { c.Now = func() time.Time { return now } })
+	c := connectedUDP(t, g, netip.AddrPortFrom(world4, 7), 1)
+	for i := 0; i < 100; i++ {
+		c.Write([]byte("flood"))
+	}
+	if !waitUntil(3*time.Second, func() bool { s := n.Stats(); return s.ICMPErrors+s.ICMPErrorsLimited == 100 }) {
+		t.Fatalf("stats %+v: want 100 errors sent or limited", n.Stats())
+	}
+	if s := n.Stats(); s.ICMPErrors != 50 || s.ICMPErrorsLimited != 50 {
+		t.Errorf("ICMPErrors %d, ICMPErrorsLimited %d; want 50, 50", s.ICMPErrors, s.ICMPErrorsLimited)
+	}
+	if got := g.Stack.Stats().ICMP.V4.PacketsReceived.TimeExceeded.Value(); got != 50 {
+		t.Errorf("guest got %d time exceeded, want 50", got)
+	}
+}

@@ -1,8 +1,10 @@
 package nat
 
 import (
+	"errors"
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
@@ -17,12 +19,22 @@ import (
 type guestErrors struct {
 	st      *stack.Stack
 	gateway func(guest netip.Addr) netip.Addr
+	now     func() time.Time
+	bucket  *tokenBucket // errorRate, errorBurst
 	sent    *atomic.Uint64
+	limited *atomic.Uint64 // errors not sent over the rate
 }
 
+// errLimited says an ICMP error was not sent over the rate.
+var errLimited = errors.New("icmp error rate exceeded")
+
 // send sends the guest at to an ICMP error of to's family from the
-// address from, quoting quote.
+// address from, quoting quote, unless over the rate.
 func (g *guestErrors) send(from, to netip.Addr, typ, code uint8, quote []byte) error {
+	if !g.bucket.allow(g.now()) {
+		g.limited.Add(1)
+		return errLimited
+	}
 	msg := make([]byte, header.ICMPv4MinimumSize, header.ICMPv4MinimumSize+len(quote)) // the same 8 bytes in ICMPv6
 	msg[0], msg[1] = typ, code
 	msg = append(msg, quote...)

@@ -47,6 +47,9 @@ type Stats struct {
 	// the pod (port unreachable, time exceeded…) or the gateway's own
 	// (time exceeded, unreachable).
 	ICMPErrors uint64
+	// ICMPErrorsLimited counts the ICMP errors not sent to the guest over
+	// their rate (1000 a second, 50 at once).
+	ICMPErrorsLimited uint64
 	// MemoryReleased counts the times masq returned freed memory to the
 	// operating system after idle flows ended in bulk.
 	MemoryReleased uint64
@@ -60,7 +63,7 @@ type counters struct {
 	udpEvicted, udpOpenFailed                               atomic.Uint64
 	icmpLimited, icmpOpened, icmpExpired, icmpSendFailed    atomic.Uint64
 	icmpEvicted, icmpOpenFailed, memoryReleased             atomic.Uint64
-	icmpErrors                                              atomic.Uint64
+	icmpErrors, icmpErrorsLimited                           atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -89,6 +92,7 @@ func (n *NAT) Stats() Stats {
 		ICMPOpenFailed:    c.icmpOpenFailed.Load(),
 		MemoryReleased:    c.memoryReleased.Load(),
 		ICMPErrors:        c.icmpErrors.Load(),
+		ICMPErrorsLimited: c.icmpErrorsLimited.Load(),
 	}
 }
 
