@@ -73,6 +73,14 @@ func newRoutedTopology(t *testing.T) *topology {
 	ip(t, "-n", tp.Pod, "-6", "route", "add", "default", "via", routerPod6)
 	ip(t, "-n", tp.Out, "route", "add", "198.18.1.0/24", "via", routerOut4)
 	ip(t, "-n", tp.Out, "-6", "route", "add", "2001:db8:1::/64", "via", routerOut6)
+	// The link-local addresses go through duplicate address detection;
+	// until it ends, neighbor discovery between the namespaces fails and
+	// the first IPv6 replies are lost.
+	for _, ns := range []string{tp.Out, router, tp.Pod} {
+		if !waitFor(5*time.Second, func() bool { return ip(t, "-n", ns, "-6", "addr", "show", "tentative") == "" }) {
+			t.Fatalf("%s: IPv6 addresses still tentative", ns)
+		}
+	}
 	return tp
 }
 
@@ -83,24 +91,35 @@ var hopRE = regexp.MustCompile(`(?m)^\s*(\d+)\s+(\S+)`)
 // shows every hop: masq's gateway (the guest's TTL 1 expires there), the
 // router (the pod sends with the guest's TTL less one, and the router's
 // time exceeded is relayed from its address), and the host (its port
-// unreachable, relayed).
+// unreachable, or echo reply, relayed). With UDP probes and ICMP echo
+// (-I), in IPv4 and IPv6; with TCP SYNs (-T) the SYN with TTL 1 expires
+// at the gateway, and masq's connection (the pod's own TTL) reaches the
+// host, the next hop shown.
 func TestTraceroute(t *testing.T) {
 	requireTool(t, "traceroute", "traceroute")
 	tp := newRoutedTopology(t)
+	if out, err := inNetns(tp.Pod, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"); err != nil {
+		t.Fatalf("ping_group_range: %v\n%s", err, out)
+	}
 	startMasq(t, tp, "masq")
 	guestStatic4(t, tp)
 	guestStatic6(t, tp, false)
+	startPeer(t, tp.Out, "tcp echo", "tcpecho", "-listen", outAddr4+":"+echoPort+",["+outAddr6+"]:"+echoPort)
 	for _, c := range []struct {
-		flag, to string
-		hops     []string
+		args []string
+		hops []string
 	}{
-		{"-4", outAddr4, []string{gateway4, routerPod4, outAddr4}},
-		{"-6", outAddr6, []string{gateway6, routerPod6, outAddr6}},
+		{[]string{"-4", outAddr4}, []string{gateway4, routerPod4, outAddr4}},
+		{[]string{"-6", outAddr6}, []string{gateway6, routerPod6, outAddr6}},
+		{[]string{"-4", "-I", outAddr4}, []string{gateway4, routerPod4, outAddr4}},
+		{[]string{"-6", "-I", outAddr6}, []string{gateway6, routerPod6, outAddr6}},
+		{[]string{"-4", "-T", "-p", echoPort, outAddr4}, []string{gateway4, outAddr4}},
 	} {
-		out, err := inNetns(tp.Guest, "traceroute", c.flag, "-n", "-q", "1", "-w", "2", "-m", "5", c.to)
-		t.Logf("guest: traceroute %s -n %s:\n%s", c.flag, c.to, out)
+		args := append([]string{"traceroute", "-n", "-q", "1", "-w", "2", "-m", "5"}, c.args...)
+		out, err := inNetns(tp.Guest, args...)
+		t.Logf("guest: %s:\n%s", strings.Join(args, " "), out)
 		if err != nil {
-			t.Errorf("traceroute %s: %v", c.to, err)
+			t.Errorf("%s: %v", strings.Join(args, " "), err)
 			continue
 		}
 		var hops []string
@@ -108,7 +127,7 @@ func TestTraceroute(t *testing.T) {
 			hops = append(hops, m[2])
 		}
 		if strings.Join(hops, " ") != strings.Join(c.hops, " ") {
-			t.Errorf("traceroute %s: hops %v, want %v", c.to, hops, c.hops)
+			t.Errorf("%s: hops %v, want %v", strings.Join(args, " "), hops, c.hops)
 		}
 	}
 }

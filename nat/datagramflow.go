@@ -93,19 +93,33 @@ func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort, quote 
 		f.env.peers.Add(1) // under f.mu, so release takes back exactly what was added
 	}
 	if quote != nil {
-		f.keepQuoteLocked(dst, quote)
+		f.keepQuoteLocked(f.quoteKey(dst, payload), quote)
 	}
 	f.mu.Unlock()
 	f.touch()
-	if tc, ok := f.conn.(TTLConn); ok && ttl > 1 {
-		_, err = tc.WriteToTTL(payload, dst, ttl-1)
-	} else {
-		_, err = f.conn.WriteToUDPAddrPort(payload, dst)
+	err = f.write(payload, dst, ttl)
+	if _, ok := f.conn.(ErrorConn); ok && err != nil && isPodError(err) {
+		// The kernel fails a send with the error pending on the socket
+		// (sock_error), an ICMP error an earlier datagram drew, and
+		// does not send it; the error stays queued for the read loop.
+		err = f.write(payload, dst, ttl)
 	}
 	if err != nil {
 		f.env.stats.sendFailed.Add(1)
 	}
 	return !known, err
+}
+
+// write sends payload to dst with the guest's ttl less one when the socket
+// can (0: its default).
+func (f *datagramFlow) write(payload []byte, dst netip.AddrPort, ttl uint8) error {
+	var err error
+	if tc, ok := f.conn.(TTLConn); ok && ttl > 1 {
+		_, err = tc.WriteToTTL(payload, dst, ttl-1)
+	} else {
+		_, err = f.conn.WriteToUDPAddrPort(payload, dst)
+	}
+	return err
 }
 
 // release gives the flow's destination entries back to the table, at
@@ -151,7 +165,7 @@ func (f *datagramFlow) readLoop() {
 		if f.ready != nil && f.ready.wait() != nil {
 			return
 		}
-		if f.ready != nil && f.ready.errno != 0 && f.relayErrors() {
+		if f.ready != nil && f.ready.errPending && f.relayErrors() {
 			continue // the wake was for an error: nothing to read
 		}
 		b := f.env.bufs.Get()

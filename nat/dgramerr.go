@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"syscall"
@@ -15,12 +16,26 @@ import (
 // every hop. The ICMP error must quote the guest's datagram, which the pod
 // socket no longer knows: the flow keeps the last quote per destination.
 
-// keepQuoteLocked keeps quote as the last datagram's toward dst, reusing
-// the destination's buffer; f.mu must be held.
-func (f *datagramFlow) keepQuoteLocked(dst netip.AddrPort, quote []byte) {
-	if f.env.proto.echo() {
-		dst = netip.AddrPortFrom(dst.Addr(), 0)
+// quoteKey is the key of the quote of a datagram toward dst whose payload
+// starts with head: dst for UDP; for ICMP echo, dst's address and the
+// request's sequence number in place of the port, since a flow (one echo
+// identifier) has several requests in flight (traceroute -I sends them
+// all at once) and an error must quote its own.
+func (f *datagramFlow) quoteKey(dst netip.AddrPort, head []byte) netip.AddrPort {
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	if !f.env.proto.echo() {
+		return dst
 	}
+	var seq uint16
+	if len(head) >= 8 {
+		seq = binary.BigEndian.Uint16(head[6:8])
+	}
+	return netip.AddrPortFrom(dst.Addr(), seq)
+}
+
+// keepQuoteLocked keeps quote as the last datagram's under key, reusing
+// its buffer; f.mu must be held.
+func (f *datagramFlow) keepQuoteLocked(dst netip.AddrPort, quote []byte) {
 	old, ok := f.quotes[dst]
 	if !ok && len(f.quotes) >= maxFlowQuotes {
 		for k := range f.quotes { // any one: errors come back soon or never
@@ -70,16 +85,14 @@ func (f *datagramFlow) relayErrors() bool {
 // addressed it when it reported itself, the router otherwise, the gateway
 // when the reporter is not of the guest's family.
 func (f *datagramFlow) relayError(e PodError) {
+	key := f.quoteKey(e.Dst, e.Head)
 	dst := netip.AddrPortFrom(e.Dst.Addr().Unmap(), e.Dst.Port())
-	if f.env.proto.echo() {
-		dst = netip.AddrPortFrom(dst.Addr(), 0)
-	}
 	guest := f.src.Addr()
 	typ, code, ok := guestError(e, guest.Is4())
 	if !ok {
 		return
 	}
-	quote := f.quote(dst)
+	quote := f.quote(key)
 	seen, known := f.peer(dst)
 	if len(quote) == 0 || !known {
 		return // not a datagram of the flow's, or its quote was pushed out

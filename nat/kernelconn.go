@@ -84,10 +84,10 @@ func (c *kernelConn) ReadPodError() (PodError, bool) {
 		ok bool
 	)
 	c.rc.Control(func(fd uintptr) {
-		var p [1]byte // the failed datagram's payload is not needed
+		var p [8]byte // the failed datagram's head (PodError.Head)
 		var oob [128]byte
 		for {
-			_, oobn, _, from, err := unix.Recvmsg(int(fd), p[:], oob[:], unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+			n, oobn, _, from, err := unix.Recvmsg(int(fd), p[:], oob[:], unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
 			if err == unix.EINTR {
 				continue
 			}
@@ -96,6 +96,7 @@ func (c *kernelConn) ReadPodError() (PodError, bool) {
 			}
 			e, ok = parsePodError(oob[:oobn], from)
 			if ok {
+				e.Head = append([]byte(nil), p[:min(n, len(p))]...)
 				return
 			}
 			// a message not understood: skip to the next

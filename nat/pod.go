@@ -71,6 +71,10 @@ type PodError struct {
 	Origin ErrorOrigin
 	// Type and Code are the ICMP (ICMPv6 for OriginICMP6) type and code.
 	Type, Code uint8
+	// Head is the start of the failed datagram's payload, up to 8 bytes:
+	// for an echo request its ICMP header, whose sequence number tells
+	// which of a flow's requests it was.
+	Head []byte
 	// Info is the ICMP message's extra field (the next hop's MTU for
 	// "fragmentation needed" / "packet too big").
 	Info uint32
