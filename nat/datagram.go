@@ -40,6 +40,7 @@ type datagramEnv struct {
 	log   *slog.Logger
 	proto datagramProto
 	stats flowCounters
+	errs  *guestErrors // relays the pod sockets' ICMP errors
 	// idle returns the idle timeout of a flow toward dst (policy).
 	idle func(dst netip.AddrPort) time.Duration
 
@@ -95,8 +96,10 @@ func newDatagramTable(env *datagramEnv, maxFlows, maxPeers int) *datagramTable {
 // new flow (and the eviction of an old one), and a send on a datagram
 // socket. It reports false when the pod cannot reach dst at all (no socket
 // or no route for its family), so the caller can answer "unreachable" at
-// once.
-func (t *datagramTable) forward(src, dst netip.AddrPort, d Decision, payload []byte) bool {
+// once. quote is what an ICMP error about the datagram quotes (nil: none
+// is relayed); ttl is the guest's TTL (hop limit), which the pod sends one
+// less of (0: the pod's default).
+func (t *datagramTable) forward(src, dst netip.AddrPort, d Decision, payload, quote []byte, ttl uint8) bool {
 	var err error
 	// A flow evicted or expired between the lookup and the send is gone:
 	// the second try opens a fresh one.
@@ -107,7 +110,7 @@ func (t *datagramTable) forward(src, dst netip.AddrPort, d Decision, payload []b
 			return false // no pod socket for dst's family
 		}
 		var added bool
-		added, err = f.send(payload, d.Dst, dst)
+		added, err = f.send(payload, d.Dst, dst, quote, ttl)
 		if added && t.env.peers.Load() > t.maxPeers {
 			t.makeRoom(f)
 		}

@@ -34,6 +34,10 @@ type datagramFlow struct {
 	// come from; a zero port keeps the reply's own. nil once the flow has
 	// ended (release). Guarded by mu.
 	peers map[netip.Addr]netip.AddrPort
+	// quotes holds, per pod-side destination (port 0 for echo flows), the
+	// quote of the last guest datagram sent there, for the ICMP error it
+	// may draw; at most maxFlowQuotes. Guarded by mu.
+	quotes map[netip.AddrPort][]byte
 
 	closeOnce sync.Once
 }
@@ -46,6 +50,12 @@ type datagramFlow struct {
 // flow's idle expiry resets it. 1024 is far above what a resolver, a game
 // or a VPN client sends to from one port.
 const maxFlowPeers = 1024
+
+// maxFlowQuotes bounds the quotes a flow keeps (about 60 bytes each): an
+// error about a destination beyond them is not relayed. A traceroute's
+// probes step the port, and its errors come back within a few seconds,
+// long before 64 further destinations pushed them out.
+const maxFlowQuotes = 64
 
 // errFlowEnded says a flow was evicted or expired before it could send.
 var errFlowEnded = errors.New("flow ended")
@@ -60,8 +70,9 @@ func newDatagramFlow(env *datagramEnv, key flowKey, conn UDPConn, idle time.Dura
 // send sends a guest datagram to dst from the pod; guestDst is where the
 // guest sent it (dst unless the policy mapped it). A new destination takes
 // an entry of the table's budget (added reports it); the table then
-// evicts to stay within its bound.
-func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort) (added bool, err error) {
+// evicts to stay within its bound. quote and ttl are as in
+// datagramTable.forward.
+func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort, quote []byte, ttl uint8) (added bool, err error) {
 	seen := netip.AddrPortFrom(guestDst.Addr(), 0)
 	if guestDst != dst {
 		seen = guestDst
@@ -81,12 +92,34 @@ func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort) (added
 		f.peers[dst.Addr()] = seen
 		f.env.peers.Add(1) // under f.mu, so release takes back exactly what was added
 	}
+	if quote != nil {
+		f.keepQuoteLocked(f.quoteKey(dst, payload), quote)
+	}
 	f.mu.Unlock()
 	f.touch()
-	if _, err = f.conn.WriteToUDPAddrPort(payload, dst); err != nil {
+	err = f.write(payload, dst, ttl)
+	if _, ok := f.conn.(ErrorConn); ok && err != nil && isPodError(err) {
+		// The kernel fails a send with the error pending on the socket
+		// (sock_error), an ICMP error an earlier datagram drew, and
+		// does not send it; the error stays queued for the read loop.
+		err = f.write(payload, dst, ttl)
+	}
+	if err != nil {
 		f.env.stats.sendFailed.Add(1)
 	}
 	return !known, err
+}
+
+// write sends payload to dst with the guest's ttl less one when the socket
+// can (0: its default).
+func (f *datagramFlow) write(payload []byte, dst netip.AddrPort, ttl uint8) error {
+	var err error
+	if tc, ok := f.conn.(TTLConn); ok && ttl > 1 {
+		_, err = tc.WriteToTTL(payload, dst, ttl-1)
+	} else {
+		_, err = f.conn.WriteToUDPAddrPort(payload, dst)
+	}
+	return err
 }
 
 // release gives the flow's destination entries back to the table, at
@@ -96,7 +129,7 @@ func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort) (added
 func (f *datagramFlow) release() int {
 	f.mu.Lock()
 	n := len(f.peers)
-	f.peers = nil
+	f.peers, f.quotes = nil, nil
 	f.mu.Unlock()
 	f.env.peers.Add(-int64(n))
 	return n
@@ -132,10 +165,16 @@ func (f *datagramFlow) readLoop() {
 		if f.ready != nil && f.ready.wait() != nil {
 			return
 		}
+		if f.ready != nil && f.ready.errPending && f.relayErrors() {
+			continue // the wake was for an error: nothing to read
+		}
 		b := f.env.bufs.Get()
 		nr, from, err := f.conn.ReadFromUDPAddrPort(*b)
 		if err != nil {
 			f.env.bufs.Put(b)
+			if isPodError(err) && f.relayErrors() {
+				continue
+			}
 			return
 		}
 		f.reply((*b)[:nr], from, senders)

@@ -20,7 +20,7 @@ func (n *NAT) ForwardUDP(src, dst netip.AddrPort, payload []byte) bool {
 	if n.stats.count(d.Action) != Forward {
 		return false
 	}
-	return n.udp.forward(src, dst, d, payload)
+	return n.udp.forward(src, dst, d, payload, nil, 0)
 }
 
 // HasUDPFlow reports whether the guest's src has an IPv4 UDP flow.

@@ -151,6 +151,7 @@ type fakePod struct {
 	// sink, when set, is a network whose destinations take anything and
 	// never answer: a UDP flow opened toward it gets a sinkUDP, no socket.
 	sink netip.Prefix
+	ttls []uint8 // the TTLs UDP datagrams were sent with, in order
 }
 
 func newFakePod() *fakePod {
@@ -245,7 +246,34 @@ func (c *fakeUDP) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
 
 // SyscallConn exposes the socket so the NAT can wait without a buffer.
 func (c *fakeUDP) SyscallConn() (syscall.RawConn, error) {
-	return c.UDPConn.(*net.UDPConn).SyscallConn()
+	return c.UDPConn.(syscall.Conn).SyscallConn()
+}
+
+// ReadPodError passes on the kernel socket's errors (loopback's port
+// unreachable), their destination and reporter mapped back through the
+// routes as replies are.
+func (c *fakeUDP) ReadPodError() (nat.PodError, bool) {
+	e, ok := c.UDPConn.(nat.ErrorConn).ReadPodError()
+	if !ok {
+		return e, false
+	}
+	c.mu.Lock()
+	if orig, ok := c.rev[e.Dst]; ok {
+		if e.From == e.Dst.Addr() {
+			e.From = orig.Addr()
+		}
+		e.Dst = orig
+	}
+	c.mu.Unlock()
+	return e, true
+}
+
+// WriteToTTL records the TTL and sends as WriteToUDPAddrPort.
+func (c *fakeUDP) WriteToTTL(b []byte, dst netip.AddrPort, ttl uint8) (int, error) {
+	c.pod.mu.Lock()
+	c.pod.ttls = append(c.pod.ttls, ttl)
+	c.pod.mu.Unlock()
+	return c.WriteToUDPAddrPort(b, dst)
 }
 
 // tcpServer runs handle for each connection to a loopback listener until

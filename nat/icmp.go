@@ -48,6 +48,13 @@ func (n *NAT) handleICMP(id gstack.TransportEndpointID, pkt *gstack.PacketBuffer
 	if n.stats.count(d.Action) != Forward || !n.pingOK(dst.Addr()) {
 		return true // dropped: no reply is ever faked
 	}
+	var qb [maxQuote]byte
+	quote := quoteOf(qb[:0], pkt.NetworkHeader().Slice(), hdr)
+	ttl := guestTTL(pkt.NetworkHeader().Slice())
+	if ttl <= 1 {
+		n.errs.timeExceeded(src.Addr(), quote)
+		return true
+	}
 	b := n.bufs.Get()
 	defer n.bufs.Put(b)
 	m := copy(*b, hdr)
@@ -57,7 +64,7 @@ func (n *NAT) handleICMP(id gstack.TransportEndpointID, pkt *gstack.PacketBuffer
 	}
 	m += copy((*b)[m:], data)
 	ident := binary.BigEndian.Uint16(hdr[4:6])
-	n.icmp.forward(netip.AddrPortFrom(src.Addr(), ident), dst, d, (*b)[:m])
+	n.icmp.forward(netip.AddrPortFrom(src.Addr(), ident), dst, d, (*b)[:m], quote, ttl)
 	return true
 }
 

@@ -164,6 +164,7 @@ type NAT struct {
 	sweepMu sync.Mutex
 	release osRelease // guarded by sweepMu
 
+	errs     *guestErrors       // ICMP errors to the guest
 	syns     *synQuotes         // SYN quotes for ICMP errors
 	fwdDrops *tcpip.StatCounter // SYNs the forwarder dropped over its in-flight bound
 }
@@ -185,10 +186,12 @@ func New(st *stack.Stack, cfg Config) (*NAT, error) {
 		syns: newSYNQuotes(2*cfg.MaxTCPPending, pendingPerDst(cfg.MaxTCPPending), cfg.DialTimeout+synQuoteSlack),
 	}
 	c := n.stats
+	n.errs = &guestErrors{st: st, gateway: n.cfg.Policy.gateway, now: cfg.Now,
+		bucket: newTokenBucket(errorRate, errorBurst), sent: &c.icmpErrors, limited: &c.icmpErrorsLimited}
 	tm := idleTimeouts{udp: cfg.UDPIdleTimeout, short: cfg.DNSIdleTimeout}
 	env := func(proto datagramProto, stats flowCounters) *datagramEnv {
 		return &datagramEnv{pod: cfg.Pod, st: st, reg: n.reg, bufs: n.bufs, now: cfg.Now, log: n.log,
-			proto: proto, stats: stats, idle: func(dst netip.AddrPort) time.Duration { return tm.idle(proto.echo(), dst) }}
+			proto: proto, stats: stats, errs: n.errs, idle: func(dst netip.AddrPort) time.Duration { return tm.idle(proto.echo(), dst) }}
 	}
 	n.udp = newDatagramTable(env(udpProto{}, flowCounters{&c.udpLimited, &c.udpOpened, &c.udpExpired,
 		&c.udpEvicted, &c.udpOpenFailed, &c.udpSendFailed}), cfg.MaxUDPFlows, cfg.MaxUDPPeers)
@@ -291,6 +294,7 @@ func (n *NAT) logStats(msg string) {
 		"udp_open_failed", s.UDPOpenFailed, "udp_send_failed", s.UDPSendFailed,
 		"icmp_opened", s.ICMPOpened, "icmp_expired", s.ICMPExpired, "icmp_evicted", s.ICMPEvicted, "icmp_limited", s.ICMPLimited,
 		"icmp_open_failed", s.ICMPOpenFailed, "icmp_send_failed", s.ICMPSendFailed,
+		"icmp_errors", s.ICMPErrors, "icmp_errors_limited", s.ICMPErrorsLimited,
 		"memory_released", s.MemoryReleased,
 		"dropped_spoofed", s.DroppedSpoofed, "dropped_invalid", s.DroppedInvalid, "refused_gateway", s.RefusedGateway)
 }

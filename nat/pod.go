@@ -40,6 +40,56 @@ type UDPConn interface {
 	Close() error
 }
 
+// ErrorConn is a UDPConn that reports the ICMP errors its datagrams drew
+// (the kernel's sockets do, with IP_RECVERR). A pending error makes its
+// next read fail with the error's errno (ECONNREFUSED, EHOSTUNREACH…)
+// rather than end the socket; ReadPodError then returns the queued
+// errors one by one. A UDPConn that is not an ErrorConn reports none.
+type ErrorConn interface {
+	UDPConn
+	// ReadPodError returns the oldest queued error without blocking;
+	// false when there is none.
+	ReadPodError() (PodError, bool)
+}
+
+// TTLConn is a UDPConn that can send with a given TTL (hop limit), so a
+// guest datagram leaves the pod one hop older than it came, as through a
+// router. A UDPConn that is not a TTLConn sends with its default.
+type TTLConn interface {
+	UDPConn
+	WriteToTTL(b []byte, dst netip.AddrPort, ttl uint8) (int, error)
+}
+
+// PodError is an ICMP error (or a local one) a pod socket's datagram drew.
+type PodError struct {
+	// Dst is the failed datagram's destination, as the flow sent it.
+	Dst netip.AddrPort
+	// From reported the error: Dst's host for a port unreachable, a
+	// router on the way for most others; invalid when unknown.
+	From netip.Addr
+	// Origin says what Type and Code are.
+	Origin ErrorOrigin
+	// Type and Code are the ICMP (ICMPv6 for OriginICMP6) type and code.
+	Type, Code uint8
+	// Head is the start of the failed datagram's payload, up to 8 bytes:
+	// for an echo request its ICMP header, whose sequence number tells
+	// which of a flow's requests it was.
+	Head []byte
+	// Info is the ICMP message's extra field (the next hop's MTU for
+	// "fragmentation needed" / "packet too big").
+	Info uint32
+}
+
+// ErrorOrigin says where a PodError came from.
+type ErrorOrigin uint8
+
+// The origins of PodErrors (the kernel's SO_EE_ORIGIN_*).
+const (
+	OriginLocal ErrorOrigin = iota // the pod's own stack, not an ICMP message
+	OriginICMP4
+	OriginICMP6
+)
+
 // KernelPod reaches the world through the kernel's sockets in masq's own
 // network namespace: the pod's.
 type KernelPod struct{}
@@ -65,7 +115,7 @@ func (KernelPod) ListenUDP(dst netip.Addr, port uint16) (UDPConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pod udp socket: %w", err)
 	}
-	return c, nil
+	return newKernelConn(c, dst.Is6())
 }
 
 // ListenPing implements Pod.ListenPing with an unprivileged ICMP datagram
@@ -91,5 +141,5 @@ func (KernelPod) ListenPing(dst netip.Addr) (UDPConn, error) {
 		pc.Close()
 		return nil, fmt.Errorf("ping socket: unexpected %T", pc)
 	}
-	return c, nil
+	return newKernelConn(c, dst.Is6())
 }

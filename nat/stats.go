@@ -43,6 +43,13 @@ type Stats struct {
 	// and ICMPSendFailed are the same for ICMP echo flows (one per guest
 	// echo identifier).
 	ICMPLimited, ICMPOpened, ICMPExpired, ICMPEvicted, ICMPOpenFailed, ICMPSendFailed uint64
+	// ICMPErrors counts the ICMP errors sent to the guest: relayed from
+	// the pod (port unreachable, time exceeded…) or the gateway's own
+	// (time exceeded, unreachable).
+	ICMPErrors uint64
+	// ICMPErrorsLimited counts the ICMP errors not sent to the guest over
+	// their rate (1000 a second, 50 at once).
+	ICMPErrorsLimited uint64
 	// MemoryReleased counts the times masq returned freed memory to the
 	// operating system after idle flows ended in bulk.
 	MemoryReleased uint64
@@ -56,6 +63,7 @@ type counters struct {
 	udpEvicted, udpOpenFailed                               atomic.Uint64
 	icmpLimited, icmpOpened, icmpExpired, icmpSendFailed    atomic.Uint64
 	icmpEvicted, icmpOpenFailed, memoryReleased             atomic.Uint64
+	icmpErrors, icmpErrorsLimited                           atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -83,6 +91,8 @@ func (n *NAT) Stats() Stats {
 		ICMPEvicted:       c.icmpEvicted.Load(),
 		ICMPOpenFailed:    c.icmpOpenFailed.Load(),
 		MemoryReleased:    c.memoryReleased.Load(),
+		ICMPErrors:        c.icmpErrors.Load(),
+		ICMPErrorsLimited: c.icmpErrorsLimited.Load(),
 	}
 }
 

@@ -25,6 +25,13 @@ func (n *NAT) handleTCP(fwd *tcp.Forwarder, id gstack.TransportEndpointID, pkt *
 	if !isSYN(pkt) {
 		return fwd.HandlePacket(id, pkt)
 	}
+	if nh := pkt.NetworkHeader().Slice(); guestTTL(nh) <= 1 {
+		// Its TTL runs out at the gateway: a router answers time
+		// exceeded (a TCP traceroute's first hop).
+		var qb [maxQuote]byte
+		n.errs.timeExceeded(src.Addr(), quoteOf(qb[:0], nh, pkt.TransportHeader().Slice()))
+		return true
+	}
 	// Only this goroutine (the link's reader) calls HandlePacket, so a
 	// change of the forwarder's drop counter across the call is this
 	// SYN's: over the in-flight bound, it was turned down.

@@ -42,7 +42,14 @@ func (n *NAT) handleUDP(id gstack.TransportEndpointID, pkt *gstack.PacketBuffer)
 	case Refuse:
 		return false
 	}
-	return n.udp.forward(src, dst, d, payload)
+	var qb [maxQuote]byte
+	quote := quoteOf(qb[:0], pkt.NetworkHeader().Slice(), pkt.TransportHeader().Slice())
+	ttl := guestTTL(pkt.NetworkHeader().Slice())
+	if ttl <= 1 {
+		n.errs.timeExceeded(src.Addr(), quote)
+		return true
+	}
+	return n.udp.forward(src, dst, d, payload, quote, ttl)
 }
 
 // udpPayload validates the UDP header of pkt and returns its payload,

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"net/netip"
 	"syscall"
-
-	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // A guest connection whose destination the pod cannot reach fails with an
@@ -28,18 +26,5 @@ func unreachable(err error) bool {
 // (host unreachable; address unreachable in IPv6) quoting its SYN, from
 // the gateway.
 func (n *NAT) sendUnreachable(src netip.Addr, quote []byte) error {
-	gw := n.cfg.Policy.gateway(src)
-	msg := make([]byte, header.ICMPv4MinimumSize, header.ICMPv4MinimumSize+len(quote)) // the same 8 bytes in ICMPv6
-	if src.Is4() {
-		msg[0], msg[1] = byte(header.ICMPv4DstUnreachable), byte(header.ICMPv4HostUnreachable)
-	} else {
-		msg[0], msg[1] = byte(header.ICMPv6DstUnreachable), byte(header.ICMPv6AddressUnreachable)
-	}
-	msg = append(msg, quote...)
-	s, err := n.st.NewSender(gw, src)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	return s.WriteICMP(msg)
+	return n.errs.hostUnreachable(src, quote)
 }

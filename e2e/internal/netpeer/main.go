@@ -15,6 +15,7 @@
 //	netpeer connect  -to ADDR [-echo MSG]          one TCP connection; prints the error and the time taken
 //	netpeer tcpmany  -to ADDR -n N                 N concurrent echoed connections, all open at once
 //	netpeer udpquery -to ADDR [-bind ADDR] -msg M  one datagram, prints the reply and its source
+//	netpeer udpconnect -to ADDR -msg M  one datagram on a connected socket; prints the reply or "refused"
 //	netpeer dnsquery -to ADDR [-tcp]               one A query for masq.test, prints the answer and its source
 //	netpeer send|recv|pull|push                    streams in small writes: see stream.go
 package main
@@ -75,6 +76,8 @@ func main() {
 		err = tcpMany(*to, *n, *timeout)
 	case "udpquery":
 		err = udpQuery(*bind, *to, *msg, *timeout)
+	case "udpconnect":
+		err = udpConnect(*to, *msg, *timeout)
 	case "dnsquery":
 		err = dnsQuery(*to, *useTCP, *timeout)
 	case "send":
@@ -521,4 +524,35 @@ func udpNet(a netip.Addr) string {
 
 func unmap(ap netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// udpConnect sends msg on a UDP socket connected to to and prints the
+// reply, or "refused" and how long it took when the socket reports an ICMP
+// port unreachable (ECONNREFUSED), as a connected socket does.
+func udpConnect(to, msg string, timeout time.Duration) error {
+	dst, err := netip.ParseAddrPort(to)
+	if err != nil {
+		return err
+	}
+	c, err := net.DialUDP(udpNet(dst.Addr()), nil, net.UDPAddrFromAddrPort(dst))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	start := time.Now()
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return err
+	}
+	_ = c.SetReadDeadline(start.Add(timeout))
+	b := make([]byte, 64<<10)
+	m, err := c.Read(b)
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		say("refused after=%s", time.Since(start).Round(time.Millisecond))
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	say("reply %s", b[:m])
+	return nil
 }

@@ -1,0 +1,155 @@
+package nat
+
+import (
+	"errors"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/masqnet/masq/stack"
+)
+
+// guestErrors sends ICMP errors to the guest: the ones the pod's datagrams
+// drew, relayed, and those masq answers as the guest's first router (time
+// exceeded, unreachable). Every error quotes the guest's packet that drew
+// it (its IP header and first 8 bytes of transport), which is how the
+// guest's kernel finds the socket to fail.
+type guestErrors struct {
+	st      *stack.Stack
+	gateway func(guest netip.Addr) netip.Addr
+	now     func() time.Time
+	bucket  *tokenBucket // errorRate, errorBurst
+	sent    *atomic.Uint64
+	limited *atomic.Uint64 // errors not sent over the rate
+}
+
+// errLimited says an ICMP error was not sent over the rate.
+var errLimited = errors.New("icmp error rate exceeded")
+
+// send sends the guest at to an ICMP error of to's family from the
+// address from, quoting quote, unless over the rate.
+func (g *guestErrors) send(from, to netip.Addr, typ, code uint8, quote []byte) error {
+	if !g.bucket.allow(g.now()) {
+		g.limited.Add(1)
+		return errLimited
+	}
+	msg := make([]byte, header.ICMPv4MinimumSize, header.ICMPv4MinimumSize+len(quote)) // the same 8 bytes in ICMPv6
+	msg[0], msg[1] = typ, code
+	msg = append(msg, quote...)
+	s, err := g.st.NewSender(from, to)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if err := s.WriteICMP(msg); err != nil {
+		return err
+	}
+	g.sent.Add(1)
+	return nil
+}
+
+// timeExceeded tells the guest at to, from its gateway, that the packet
+// quoted ran out of TTL (hop limit) there.
+func (g *guestErrors) timeExceeded(to netip.Addr, quote []byte) error {
+	typ, code := uint8(header.ICMPv4TimeExceeded), uint8(header.ICMPv4TTLExceeded)
+	if to.Is6() {
+		typ, code = uint8(header.ICMPv6TimeExceeded), uint8(header.ICMPv6HopLimitExceeded)
+	}
+	return g.send(g.gateway(to), to, typ, code, quote)
+}
+
+// hostUnreachable tells the guest at to, from its gateway, that the
+// destination of the packet quoted cannot be reached (host unreachable;
+// address unreachable in IPv6).
+func (g *guestErrors) hostUnreachable(to netip.Addr, quote []byte) error {
+	typ, code := uint8(header.ICMPv4DstUnreachable), uint8(header.ICMPv4HostUnreachable)
+	if to.Is6() {
+		typ, code = uint8(header.ICMPv6DstUnreachable), uint8(header.ICMPv6AddressUnreachable)
+	}
+	return g.send(g.gateway(to), to, typ, code, quote)
+}
+
+// guestError returns the ICMP type and code, in the guest's family (v4
+// when guest4), that relays e; false for errors not relayed: local ones,
+// and those besides destination unreachable and time exceeded ("packet
+// too big" among them: masq's link MTU is the guest's, and the pod's
+// kernel fragments). Within a family the type and code are kept; across
+// (a guest IPv6 flow the policy maps to IPv4) port unreachable and time
+// exceeded keep their meaning and every other unreachable becomes host
+// (address) unreachable.
+func guestError(e PodError, guest4 bool) (typ, code uint8, ok bool) {
+	var unreach, port, exceeded bool
+	switch e.Origin {
+	case OriginICMP4:
+		switch header.ICMPv4Type(e.Type) {
+		case header.ICMPv4DstUnreachable:
+			if e.Code == uint8(header.ICMPv4FragmentationNeeded) {
+				return 0, 0, false
+			}
+			if guest4 {
+				return e.Type, e.Code, true
+			}
+			unreach, port = true, e.Code == uint8(header.ICMPv4PortUnreachable)
+		case header.ICMPv4TimeExceeded:
+			if guest4 {
+				return e.Type, e.Code, true
+			}
+			exceeded = true
+		}
+	case OriginICMP6:
+		switch header.ICMPv6Type(e.Type) {
+		case header.ICMPv6DstUnreachable:
+			if !guest4 {
+				return e.Type, e.Code, true
+			}
+			unreach, port = true, e.Code == uint8(header.ICMPv6PortUnreachable)
+		case header.ICMPv6TimeExceeded:
+			if !guest4 {
+				return e.Type, e.Code, true
+			}
+			exceeded = true
+		}
+	}
+	switch {
+	case exceeded && guest4:
+		return uint8(header.ICMPv4TimeExceeded), uint8(header.ICMPv4TTLExceeded), true
+	case exceeded:
+		return uint8(header.ICMPv6TimeExceeded), uint8(header.ICMPv6HopLimitExceeded), true
+	case port && guest4:
+		return uint8(header.ICMPv4DstUnreachable), uint8(header.ICMPv4PortUnreachable), true
+	case port:
+		return uint8(header.ICMPv6DstUnreachable), uint8(header.ICMPv6PortUnreachable), true
+	case unreach && guest4:
+		return uint8(header.ICMPv4DstUnreachable), uint8(header.ICMPv4HostUnreachable), true
+	case unreach:
+		return uint8(header.ICMPv6DstUnreachable), uint8(header.ICMPv6AddressUnreachable), true
+	}
+	return 0, 0, false
+}
+
+// maxQuote is the largest quote: an IPv4 header with options (60 bytes)
+// and 8 of transport.
+const maxQuote = 60 + quotedTransportBytes
+
+// quoteOf returns the part of a guest packet an ICMP error quotes: its
+// network header and the first 8 bytes of transport (fewer if it has
+// fewer), appended to buf[:0].
+func quoteOf(buf, network, transport []byte) []byte {
+	if len(transport) > quotedTransportBytes {
+		transport = transport[:quotedTransportBytes]
+	}
+	return append(append(buf[:0], network...), transport...)
+}
+
+// guestTTL returns the TTL (hop limit) of a guest packet's network header.
+func guestTTL(network []byte) uint8 {
+	if len(network) >= header.IPv6MinimumSize && header.IPVersion(network) == header.IPv6Version {
+		return header.IPv6(network).HopLimit()
+	}
+	if len(network) >= header.IPv4MinimumSize {
+		return header.IPv4(network).TTL()
+	}
+	return 0
+}
