@@ -198,7 +198,8 @@ func checkLease(t *testing.T, m *dhcpv4.DHCPv4, want dhcpv4.MessageType) {
 }
 
 // TestRouterAdvertisement: an in-memory guest, whose IPv6 handles Router
-// Advertisements as a host does, learns its default router from masq's:
+// Advertisements as a host does, learns its default router from masq's
+// (unsolicited, at start):
 // the gateway's link-local address, with the Managed flag sending it to
 // DHCPv6 for its address.
 func TestRouterAdvertisement(t *testing.T) {
@@ -216,11 +217,10 @@ func TestRouterAdvertisement(t *testing.T) {
 	}
 }
 
-// TestNoRouterAdvertisement: with NoRA the guest, which solicits within
-// its first second, learns no router.
+// TestNoRouterAdvertisement: with NoRA the guest learns no router.
 func TestNoRouterAdvertisement(t *testing.T) {
 	g := startMasq(t, 1500, func(c *masq.Config) { c.NoRA = true })
-	time.Sleep(2 * time.Second) // past the guest's solicitation (at most 1 s after its link is up)
+	time.Sleep(2 * time.Second) // past masq's first advertisement, which comes at once when on
 	if got := g.DefaultRouters(); len(got) != 0 {
 		t.Fatalf("default routers with NoRA: %v, want none", got)
 	}

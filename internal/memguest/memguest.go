@@ -80,7 +80,7 @@ func newGuest(tb testing.TB, opts *fdbased.Options) (*Guest, int) {
 
 // newStack returns the guest's stack on link, destroyed when the test
 // ends, after which release runs. Its IPv6 handles Router Advertisements
-// as a host does (and solicits them), telling rec what it learns; it
+// as a host does (soliciting none), telling rec what it learns; it
 // adopts no route or address from them (routes are the test's to set),
 // and runs no duplicate address detection, so addresses work at once.
 func newStack(tb testing.TB, link stack.LinkEndpoint, rec *ndpRecorder, release func()) *stack.Stack {
@@ -89,6 +89,9 @@ func newStack(tb testing.TB, link stack.LinkEndpoint, rec *ndpRecorder, release 
 	ndp.HandleRAs = ipv6.HandlingRAsEnabledWhenForwardingDisabled
 	ndp.DiscoverDefaultRouters = true
 	ndp.AutoGenGlobalAddresses = false
+	// It solicits none: a test's own frames are then the only ones masq
+	// sees from the guest (masq advertises at start unsolicited).
+	ndp.MaxRtrSolicitations = 0
 	s := stack.New(stack.Options{
 		NetworkProtocols: []stack.NetworkProtocolFactory{ipv4.NewProtocol,
 			ipv6.NewProtocolWithOptions(ipv6.Options{NDPConfigs: ndp, NDPDisp: rec}), arp.NewProtocol},
