@@ -21,6 +21,7 @@ func FuzzNeighborFilter(f *testing.F) {
 		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
 		defer pkt.DecRef()
 		filter.foreignQuery(tcpip.NetworkProtocolNumber(proto), pkt)
+		routerSolicit(pkt) // the RS test on the same guest bytes
 	})
 }
 
