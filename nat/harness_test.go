@@ -145,9 +145,13 @@ type fakePod struct {
 	routes map[netip.AddrPort]netip.AddrPort
 	fail   map[netip.AddrPort]error
 	hang   map[netip.AddrPort]bool
-	up     map[netip.Addr]bool // hosts that answer pings
-	noPing bool                // the pod gives no ping sockets
-	dials  int
+	// hangLinger is how long a hanging dial takes to return once its
+	// context ends; hangDone counts the hanging dials that returned.
+	hangLinger time.Duration
+	hangDone   int
+	up         map[netip.Addr]bool // hosts that answer pings
+	noPing     bool                // the pod gives no ping sockets
+	dials      int
 	// sink, when set, is a network whose destinations take anything and
 	// never answer: a UDP flow opened toward it gets a sinkUDP, no socket.
 	sink netip.Prefix
@@ -189,6 +193,10 @@ func (p *fakePod) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, er
 	p.mu.Unlock()
 	if hang {
 		<-ctx.Done()
+		time.Sleep(p.hangLinger)
+		p.mu.Lock()
+		p.hangDone++
+		p.mu.Unlock()
 		return nil, ctx.Err()
 	}
 	to, err := p.target(dst)

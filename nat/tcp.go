@@ -55,6 +55,14 @@ func (n *NAT) handleTCP(fwd *tcp.Forwarder, id gstack.TransportEndpointID, pkt *
 // unreachable one an ICMP unreachable, never a connection that later
 // hangs.
 func (n *NAT) forwardTCP(r *tcp.ForwarderRequest) {
+	// This goroutine is the forwarder's, not ours: join it to the flows
+	// shutdown waits for, so Run never returns while it dials.
+	if !n.reg.Join() {
+		n.syns.take(r.ID())
+		r.Complete(true)
+		return
+	}
+	defer n.reg.Leave()
 	src, dst := endpoints(r.ID())
 	d := n.cfg.Policy.Outbound(src, dst)
 	if d.Action != Forward || !n.cfg.TCPLimit.Reserve() {

@@ -288,3 +288,26 @@ func TestTCPResetPassesThrough(t *testing.T) {
 		t.Fatalf("read after the server's RST: %v, want a reset (not EOF, not a hang)", err)
 	}
 }
+
+// TestCloseWaitsForDials: a guest connection still being dialled when the
+// NAT closes belongs to it: Close returns only once that dial's goroutine
+// (gVisor's forwarder starts it) has finished with the stack.
+func TestCloseWaitsForDials(t *testing.T) {
+	pod := newFakePod()
+	hole := netip.MustParseAddrPort("198.18.7.7:80")
+	pod.hang[hole] = true
+	pod.hangLinger = 200 * time.Millisecond
+	g, n := harness(t, pod, nil)
+	go func() {
+		if c, err := dial(g, hole, 5*time.Second); err == nil {
+			c.Close()
+		}
+	}()
+	testkit.WaitFor(t, func() bool { pod.mu.Lock(); defer pod.mu.Unlock(); return pod.dials == 1 }, "the dial to start")
+	n.Close()
+	pod.mu.Lock()
+	defer pod.mu.Unlock()
+	if pod.hangDone != 1 {
+		t.Fatal("Close returned while a dial of the guest's was still running")
+	}
+}

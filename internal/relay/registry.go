@@ -50,6 +50,22 @@ func (r *Registry) Track(f Flow) bool {
 	return true
 }
 
+// Join counts the calling goroutine, which someone else started (gVisor's
+// forwarder), as one that Wait waits for, until it calls Leave; false
+// means the registry is closed and the goroutine must return at once.
+func (r *Registry) Join() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.wg.Add(1)
+	return true
+}
+
+// Leave ends what Join began.
+func (r *Registry) Leave() { r.wg.Done() }
+
 // Untrack is the end of a tracked flow's goroutine.
 func (r *Registry) Untrack(f Flow) {
 	r.mu.Lock()

@@ -20,6 +20,9 @@ func TestRegistry(t *testing.T) {
 	if !r.Track(a) || !r.Track(b) {
 		t.Fatal("Track on an open registry refused")
 	}
+	if !r.Join() { // a goroutine someone else started, counted until it leaves
+		t.Fatal("Join on an open registry refused")
+	}
 	ran := make(chan struct{})
 	release := make(chan struct{})
 	if !r.Spawn(func() { close(ran); <-release }) {
@@ -34,7 +37,7 @@ func TestRegistry(t *testing.T) {
 	if len(open) != 1 || open[0] != a {
 		t.Fatalf("Close returned %v, want the one open flow", open)
 	}
-	if r.Track(&fakeFlow{}) || r.Spawn(func() { t.Error("spawned on a closed registry") }) {
+	if r.Track(&fakeFlow{}) || r.Join() || r.Spawn(func() { t.Error("spawned on a closed registry") }) {
 		t.Fatal("a closed registry took a new flow")
 	}
 	waited := make(chan struct{})
@@ -45,6 +48,7 @@ func TestRegistry(t *testing.T) {
 	default:
 	}
 	r.Untrack(a)
+	r.Leave()
 	close(release)
 	<-waited // bounded by the test's timeout: a hang here is the failure
 }
