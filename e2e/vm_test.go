@@ -86,13 +86,13 @@ var (
 
 // buildVMGuest returns the directory of the built test guest, running
 // test/vm/build.sh (which caches its result by package versions) once per
-// test binary. t skips without root or without QEMU, and fails when the
+// test binary. t skips without root, fails without QEMU, and fails when the
 // guest cannot be built.
 func buildVMGuest(t *testing.T) string {
 	t.Helper()
 	requireRoot(t)
 	if _, err := exec.LookPath(qemuBin); err != nil {
-		t.Skipf("%s not found: install the Debian package qemu-system-x86 to run the VM tests (%v)", qemuBin, err)
+		t.Fatalf("%s not found: install the Debian package qemu-system-x86 to run the VM tests (%v)", qemuBin, err)
 	}
 	vmOnce.Do(func() { vmDir, vmErr = runVMBuild() })
 	if vmErr != nil {

@@ -25,7 +25,7 @@ func vethNetns(t *testing.T) string {
 		t.Skip("needs root: creates a network namespace")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs ip(8)")
+		t.Fatalf("ip(8) not found: install the Debian package iproute2 (%v)", err)
 	}
 	name := "masq-linktest-" + strings.ReplaceAll(t.Name(), "/", "-")
 	if len(name) > 40 {
