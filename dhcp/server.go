@@ -60,6 +60,14 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 // to a client without an address go to 255.255.255.255:68.
 // Packets are handled one at a time in one reused buffer.
 func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
+	return serveDatagrams(ctx, conn, "dhcp", func(pkt []byte, from net.Addr) { s.handle(conn, pkt, from) })
+}
+
+// serveDatagrams hands each datagram read from conn to handle, one at a
+// time in one reused buffer, until ctx ends (it then closes conn and
+// returns nil) or reading fails (it closes conn and returns the error,
+// prefixed by what). Both DHCP servers serve this way.
+func serveDatagrams(ctx context.Context, conn net.PacketConn, what string, handle func(pkt []byte, from net.Addr)) error {
 	closed := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		conn.Close()
@@ -78,9 +86,9 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 				return nil
 			}
 			conn.Close()
-			return fmt.Errorf("dhcp: reading requests: %w", err)
+			return fmt.Errorf("%s: reading requests: %w", what, err)
 		}
-		s.handle(conn, buf[:n], from)
+		handle(buf[:n], from)
 	}
 }
 

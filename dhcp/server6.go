@@ -2,7 +2,6 @@ package dhcp
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"sync/atomic"
@@ -34,28 +33,7 @@ func orDiscard(log *slog.Logger) *slog.Logger {
 // on the guest-facing stack, whose NIC has joined AllDHCPServers.
 // Replies go back to the sender's address and port (RFC 8415 §18.3.10).
 func (s *Server6) Serve(ctx context.Context, conn net.PacketConn) error {
-	closed := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		conn.Close()
-		close(closed)
-	})
-	defer func() {
-		if !stop() {
-			<-closed
-		}
-	}()
-	buf := make([]byte, maxPacketSize)
-	for {
-		n, from, err := conn.ReadFrom(buf)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			conn.Close()
-			return fmt.Errorf("dhcpv6: reading requests: %w", err)
-		}
-		s.handle(conn, buf[:n], from)
-	}
+	return serveDatagrams(ctx, conn, "dhcpv6", func(pkt []byte, from net.Addr) { s.handle(conn, pkt, from) })
 }
 
 // handle answers one datagram.

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -261,20 +260,8 @@ func (p *Packet) Close() error { return p.file.Close() }
 // gVisor's fdbased endpoint, receiving with recvmmsg. It does not take
 // ownership of fd. closed, if not nil, is called when reading fd fails.
 func NewPacketFD(fd int, mtu uint32, closed func(error)) (stack.LinkEndpoint, error) {
-	var onClose func(tcpip.Error)
-	if closed != nil {
-		onClose = func(err tcpip.Error) { closed(errors.New(err.String())) }
-	}
-	ep, err := fdbased.New(&fdbased.Options{
-		FDs:                []int{fd},
-		MTU:                mtu,
-		EthernetHeader:     true,
-		ClosedFunc:         onClose,
+	ep, err := newFdbased(fd, mtu, closed, fdbased.Options{
 		PacketDispatchMode: fdbased.RecvMMsg,
-		// As NewFD: frames are handled on the goroutine that read them,
-		// so a guest outrunning the pod fills the socket's buffer, not
-		// masq's heap.
-		ProcessorsPerChannel: 1,
 		// Without a virtio-net header the socket hands over the guest's
 		// TSO segments whole with partial checksums, which fdbased cannot
 		// tell from a bad checksum: it would drop every one. The frames

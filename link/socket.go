@@ -9,12 +9,10 @@ import (
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -38,17 +36,15 @@ import (
 // socket to drain: the stream never carries a partial frame, which would
 // desynchronise the framing for good.
 type Socket struct {
-	ethernet // its framing
+	ethernet // MTU, link address, framing
 
 	ln     net.Listener
 	path   string // the unix socket file, removed by Close; "" for TCP
 	log    *slog.Logger
 	closed func(error)
-	mtu    atomic.Uint32
 	stats  counters
 
 	mu         sync.RWMutex
-	addr       tcpip.LinkAddress       // guarded by mu
 	dispatcher stack.NetworkDispatcher // guarded by mu
 
 	// wmu serialises writes to the guest and guards cur: a connection is
@@ -167,26 +163,6 @@ func listenUnix(path string, mode fs.FileMode) (net.Listener, error) {
 // Addr returns the address the Socket listens on (the TCP port chosen
 // for port 0, say).
 func (s *Socket) Addr() net.Addr { return s.ln.Addr() }
-
-// MTU implements stack.LinkEndpoint.MTU.
-func (s *Socket) MTU() uint32 { return s.mtu.Load() }
-
-// SetMTU implements stack.LinkEndpoint.SetMTU.
-func (s *Socket) SetMTU(mtu uint32) { s.mtu.Store(mtu) }
-
-// LinkAddress implements stack.LinkEndpoint.LinkAddress.
-func (s *Socket) LinkAddress() tcpip.LinkAddress {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.addr
-}
-
-// SetLinkAddress implements stack.LinkEndpoint.SetLinkAddress.
-func (s *Socket) SetLinkAddress(addr tcpip.LinkAddress) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.addr = addr
-}
 
 // Capabilities implements stack.LinkEndpoint.Capabilities. The stream
 // carries whole frames with their checksums (QEMU offers the guest no
@@ -445,7 +421,7 @@ func (s *Socket) deliver(frame []byte) {
 		return
 	}
 	s.mu.RLock()
-	d, self := s.dispatcher, s.addr
+	d, self := s.dispatcher, s.LinkAddress()
 	s.mu.RUnlock()
 	if d == nil {
 		return

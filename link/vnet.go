@@ -26,12 +26,11 @@ import (
 // gVisor's host GSO builds large TCP segments and the tap's kernel side
 // segments (or hands them whole) to the guest.
 type Vnet struct {
-	ethernet // its framing
+	ethernet // MTU, link address, framing
 
 	fd       int
 	stop     int // eventfd that ends the reader
 	stopping atomic.Bool
-	mtu      atomic.Uint32
 	closed   func(error)
 	// rxVerified says whether the frame being delivered has had its
 	// checksums verified (by the guest's kernel or by checkFrame): see
@@ -43,7 +42,6 @@ type Vnet struct {
 	frames    sync.Pool // *[]byte of maxFrame: see writeCopy
 
 	mu         sync.RWMutex
-	addr       tcpip.LinkAddress       // guarded by mu
 	dispatcher stack.NetworkDispatcher // guarded by mu
 	wg         sync.WaitGroup
 }
@@ -85,26 +83,6 @@ func NewVnet(fd int, mtu uint32, closed func(error)) (*Vnet, error) {
 	l.frames.New = func() any { b := make([]byte, maxFrame); return &b }
 	l.mtu.Store(mtu)
 	return l, nil
-}
-
-// MTU implements stack.LinkEndpoint.MTU.
-func (l *Vnet) MTU() uint32 { return l.mtu.Load() }
-
-// SetMTU implements stack.LinkEndpoint.SetMTU.
-func (l *Vnet) SetMTU(mtu uint32) { l.mtu.Store(mtu) }
-
-// LinkAddress implements stack.LinkEndpoint.LinkAddress.
-func (l *Vnet) LinkAddress() tcpip.LinkAddress {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	return l.addr
-}
-
-// SetLinkAddress implements stack.LinkEndpoint.SetLinkAddress.
-func (l *Vnet) SetLinkAddress(addr tcpip.LinkAddress) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.addr = addr
 }
 
 // Capabilities implements stack.LinkEndpoint.Capabilities. Receive
@@ -341,7 +319,7 @@ func (l *Vnet) deliver(b []byte) {
 	frame := b[vnetHdrSize:]
 	eth := header.Ethernet(frame)
 	l.mu.RLock()
-	d, self := l.dispatcher, l.addr
+	d, self := l.dispatcher, l.LinkAddress()
 	l.mu.RUnlock()
 	if d == nil {
 		return
