@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/masqnet/masq/kubevirt"
 	"github.com/masqnet/masq/kubevirt/hook"
@@ -51,8 +52,7 @@ func newKubevirtDomainCommand() *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&f.vmi, "vmi", "", "the VirtualMachineInstance, in JSON (as the hook receives it) or YAML (required)")
-	fs.Uint16Var(&f.port, "port", kubevirt.DefaultPort, "masq's TCP port on 127.0.0.1 that QEMU connects to")
-	fs.StringVar(&f.binding, "binding", kubevirt.DefaultBinding, "the binding plugin's name, as the VMI's interface names it")
+	bindingFlags(fs, &f.port, &f.binding)
 	return cmd
 }
 
@@ -95,6 +95,13 @@ func checkHookFlags(port uint16, binding string) error {
 	return nil
 }
 
+// bindingFlags registers --port and --binding, which every `masq kubevirt`
+// command takes.
+func bindingFlags(fs *pflag.FlagSet, port *uint16, binding *string) {
+	fs.Uint16Var(port, "port", kubevirt.DefaultPort, "masq's TCP port on 127.0.0.1 that QEMU connects to")
+	fs.StringVar(binding, "binding", kubevirt.DefaultBinding, "the binding plugin's name, as the VMI's interface names it")
+}
+
 // hookFlags holds the raw values of `masq kubevirt hook`'s flags.
 type hookFlags struct {
 	socket  string
@@ -102,9 +109,9 @@ type hookFlags struct {
 	binding string
 }
 
-// newKubevirtHookCommand builds `masq kubevirt hook`: the sidecar's hook
-// server. It only rewrites the domain; masq's data path for the VM (on
-// --port) is run apart, for now.
+// newKubevirtHookCommand builds `masq kubevirt hook`: the hook server
+// alone, rewriting the domain with no data path (for trying the XML side
+// by itself); `masq kubevirt sidecar` is the hook and masq together.
 func newKubevirtHookCommand() *cobra.Command {
 	var f hookFlags
 	cmd := &cobra.Command{
@@ -127,7 +134,6 @@ func newKubevirtHookCommand() *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&f.socket, "socket", hook.DefaultSocket, "unix socket virt-launcher calls the hook on")
-	fs.Uint16Var(&f.port, "port", kubevirt.DefaultPort, "masq's TCP port on 127.0.0.1 that QEMU connects to")
-	fs.StringVar(&f.binding, "binding", kubevirt.DefaultBinding, "the binding plugin's name, as the VMI's interface names it")
+	bindingFlags(fs, &f.port, &f.binding)
 	return cmd
 }

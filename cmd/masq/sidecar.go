@@ -63,8 +63,7 @@ func newKubevirtSidecarCommand() *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&f.socket, "hook-socket", hook.DefaultSocket, "unix socket virt-launcher calls the hook on")
-	fs.Uint16Var(&f.port, "port", kubevirt.DefaultPort, "masq's TCP port on 127.0.0.1 that QEMU connects to")
-	fs.StringVar(&f.binding, "binding", kubevirt.DefaultBinding, "the binding plugin's name, as the VMI's interface names it")
+	bindingFlags(fs, &f.port, &f.binding)
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
