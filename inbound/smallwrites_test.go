@@ -42,10 +42,7 @@ func TestTCPSmallWrites(t *testing.T) {
 			guest.SetDeadline(deadline)
 			errc := make(chan error, 1)
 			go func() {
-				var err error
-				for b := data; len(b) > 0 && err == nil; b = b[min(piece, len(b)):] {
-					_, err = client.Write(b[:min(piece, len(b))])
-				}
+				err := testkit.WriteInPieces(client, data, piece)
 				client.(*net.TCPConn).CloseWrite()
 				errc <- err
 			}()

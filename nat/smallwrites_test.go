@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/masqnet/masq/internal/testkit"
 )
 
 // smallWriteSize is the write size of the small-writes test: an
@@ -42,7 +44,7 @@ func TestTCPSmallWrites(t *testing.T) {
 			guest.SetDeadline(deadline)
 			errc := make(chan error, 1)
 			go func() {
-				err := writeSmall(pod, data, smallWriteSize)
+				err := testkit.WriteInPieces(pod, data, smallWriteSize)
 				pod.(*net.TCPConn).CloseWrite()
 				errc <- err
 			}()
@@ -56,18 +58,6 @@ func TestTCPSmallWrites(t *testing.T) {
 			}
 		})
 	}
-}
-
-// writeSmall writes data to c in pieces of size bytes.
-func writeSmall(c net.Conn, data []byte, size int) error {
-	for len(data) > 0 {
-		k := min(size, len(data))
-		if _, err := c.Write(data[:k]); err != nil {
-			return err
-		}
-		data = data[k:]
-	}
-	return nil
 }
 
 // outboundPair connects the guest to a world server through masq and

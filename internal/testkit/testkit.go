@@ -85,3 +85,16 @@ func IsTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
 }
+
+// WriteInPieces writes data to c size bytes at a time, as an interactive
+// protocol writes (the small-writes tests).
+func WriteInPieces(c net.Conn, data []byte, size int) error {
+	for len(data) > 0 {
+		k := min(size, len(data))
+		if _, err := c.Write(data[:k]); err != nil {
+			return err
+		}
+		data = data[k:]
+	}
+	return nil
+}
