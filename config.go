@@ -48,11 +48,11 @@ type Config struct {
 	// (CAP_NET_RAW). Tap and TapFD are then ignored.
 	Attach string
 
-	// Socket, when set, is the guest's link instead of a tap: a unix
-	// socket path or "tcp:IP:PORT" where masq listens for QEMU's stream
+	// Socket, when not zero, is the guest's link instead of a tap: a unix
+	// socket path or a TCP address where masq listens for QEMU's stream
 	// netdev (see link.Socket). With a TCP port, that port is never
 	// forwarded to the guest. Tap is then ignored.
-	Socket string
+	Socket link.SocketAddr
 
 	// SocketMode is the unix socket file's permission bits; 0 means 0600.
 	SocketMode fs.FileMode
@@ -152,7 +152,7 @@ func (c Config) Validate() error {
 }
 
 func (c Config) validateLink() error {
-	if c.Attach != "" && c.Socket != "" {
+	if c.Attach != "" && !c.Socket.IsZero() {
 		return errors.New("--attach and --socket exclude each other: attach an interface or listen for QEMU")
 	}
 	if c.Attach != "" {
@@ -164,8 +164,8 @@ func (c Config) validateLink() error {
 		}
 		return c.validatePodInterface()
 	}
-	if c.Socket != "" {
-		if _, err := c.socketAddr(); err != nil {
+	if !c.Socket.IsZero() {
+		if err := c.validateSocket(); err != nil {
 			return err
 		}
 		return c.validatePodInterface()
@@ -194,24 +194,22 @@ func (c Config) validatePodInterface() error {
 	return nil
 }
 
-// socketAddr parses a set Socket and checks it against the other
-// fields; an error names the flags.
-func (c Config) socketAddr() (link.SocketAddr, error) {
-	a, err := link.ParseSocketAddr(c.Socket)
+// validateSocket checks a set Socket against the other fields; an error
+// names the flags.
+func (c Config) validateSocket() error {
+	a := c.Socket
 	switch {
-	case err != nil:
-		return a, fmt.Errorf("--socket %q: %w", c.Socket, err)
 	case c.TapFD >= 0:
-		return a, errors.New("--tap-fd and --socket exclude each other: pass a tap's fd or listen for QEMU")
+		return errors.New("--tap-fd and --socket exclude each other: pass a tap's fd or listen for QEMU")
 	case c.GuestNetns != "":
-		return a, errors.New("--guest-netns cannot be used with --socket: it names the tap's namespace, and a socket has none")
+		return errors.New("--guest-netns cannot be used with --socket: it names the tap's namespace, and a socket has none")
 	case c.SocketMode&^fs.ModePerm != 0:
-		return a, fmt.Errorf("--socket-mode %o: permission bits only (0 to 0777)", c.SocketMode)
+		return fmt.Errorf("--socket-mode %o: permission bits only (0 to 0777)", c.SocketMode)
 	case a.IsTCP() && c.Ports != nil && a.TCP.Port() != 0 &&
 		(c.Ports.Contains(ports.TCP, a.TCP.Port())):
-		return a, fmt.Errorf("--ports forwards %d/tcp, which --socket %s listens on; drop it from --ports or listen on another port", a.TCP.Port(), c.Socket)
+		return fmt.Errorf("--ports forwards %d/tcp, which --socket %s listens on; drop it from --ports or listen on another port", a.TCP.Port(), a)
 	}
-	return a, nil
+	return nil
 }
 
 // validIfName checks a Linux interface name: 1 to 15 bytes, no '/', no

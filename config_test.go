@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/masqnet/masq/link"
 	"github.com/masqnet/masq/ports"
 )
 
@@ -40,14 +41,19 @@ func TestValidate(t *testing.T) {
 		{"tap fd", func(c *Config) { c.TapFD = 3 }, ""},
 		{"tap fd negative", func(c *Config) { c.TapFD = -2 }, "--tap-fd -2"},
 		{"tap fd with netns", func(c *Config) { c.TapFD = 3; c.GuestNetns = "/run/netns/x" }, "--guest-netns cannot be used with --tap-fd"},
-		{"socket path", func(c *Config) { c.Socket = "/run/masq/vm.sock" }, ""},
-		{"socket tcp", func(c *Config) { c.Socket = "tcp:127.0.0.1:5555" }, ""},
-		{"socket tcp name", func(c *Config) { c.Socket = "tcp:localhost:5555" }, `--socket "tcp:localhost:5555": want tcp:IP:PORT`},
-		{"socket with tap fd", func(c *Config) { c.Socket = "/s"; c.TapFD = 3 }, "--tap-fd and --socket exclude each other"},
-		{"socket with netns", func(c *Config) { c.Socket = "/s"; c.GuestNetns = "/run/netns/x" }, "--guest-netns cannot be used with --socket"},
-		{"socket mode bits", func(c *Config) { c.Socket = "/s"; c.SocketMode = 0o4700 }, "--socket-mode"},
-		{"socket port forwarded", func(c *Config) { c.Socket = "tcp:127.0.0.1:5555"; c.Ports = portSet(t, "5000-6000") }, "--ports forwards 5555/tcp, which --socket tcp:127.0.0.1:5555 listens on"},
-		{"socket port udp only", func(c *Config) { c.Socket = "tcp:127.0.0.1:5555"; c.Ports = portSet(t, "5555/udp") }, ""},
+		{"socket path", func(c *Config) { c.Socket = link.SocketAddr{Path: "/run/masq/vm.sock"} }, ""},
+		{"socket tcp", func(c *Config) { c.Socket = link.SocketAddr{TCP: netip.MustParseAddrPort("127.0.0.1:5555")} }, ""},
+		{"socket with tap fd", func(c *Config) { c.Socket = link.SocketAddr{Path: "/s"}; c.TapFD = 3 }, "--tap-fd and --socket exclude each other"},
+		{"socket with netns", func(c *Config) { c.Socket = link.SocketAddr{Path: "/s"}; c.GuestNetns = "/run/netns/x" }, "--guest-netns cannot be used with --socket"},
+		{"socket mode bits", func(c *Config) { c.Socket = link.SocketAddr{Path: "/s"}; c.SocketMode = 0o4700 }, "--socket-mode"},
+		{"socket port forwarded", func(c *Config) {
+			c.Socket = link.SocketAddr{TCP: netip.MustParseAddrPort("127.0.0.1:5555")}
+			c.Ports = portSet(t, "5000-6000")
+		}, "--ports forwards 5555/tcp, which --socket tcp:127.0.0.1:5555 listens on"},
+		{"socket port udp only", func(c *Config) {
+			c.Socket = link.SocketAddr{TCP: netip.MustParseAddrPort("127.0.0.1:5555")}
+			c.Ports = portSet(t, "5555/udp")
+		}, ""},
 		{"pod interface bad", func(c *Config) { c.PodInterface = "eth 0" }, "--pod-interface"},
 		{"attach", func(c *Config) { c.Attach = "veth0"; c.GuestNetns = "/run/netns/x" }, ""},
 		{"attach bad name", func(c *Config) { c.Attach = "a/b" }, `--attach "a/b"`},
@@ -87,12 +93,12 @@ func portSet(t *testing.T, spec string) *ports.Set {
 
 func TestSocketPortNeverForwarded(t *testing.T) {
 	c := DefaultConfig()
-	c.Socket = "tcp:127.0.0.1:5555"
+	c.Socket = link.SocketAddr{TCP: netip.MustParseAddrPort("127.0.0.1:5555")}
 	got, err := socketPort(c)
 	if err != nil || got.String() != "5555/tcp" {
 		t.Fatalf("socketPort = %q, %v; want 5555/tcp", got, err)
 	}
-	c.Socket = "/run/masq/vm.sock"
+	c.Socket = link.SocketAddr{Path: "/run/masq/vm.sock"}
 	if got, err := socketPort(c); err != nil || got.Len() != 0 {
 		t.Fatalf("unix socket: socketPort = %q, %v; want none", got, err)
 	}

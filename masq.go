@@ -149,7 +149,7 @@ func openGuestLink(cfg Config, mtu uint32, closed func(error)) (*guestLink, erro
 	if cfg.Attach != "" {
 		return openAttached(cfg, mtu, closed)
 	}
-	if cfg.Socket != "" {
+	if !cfg.Socket.IsZero() {
 		return openSocket(cfg, mtu, closed)
 	}
 	var tap *link.Tap
@@ -209,10 +209,7 @@ func openAttached(cfg Config, mtu uint32, closed func(error)) (*guestLink, error
 
 // openSocket listens for the guest's QEMU on cfg.Socket.
 func openSocket(cfg Config, mtu uint32, closed func(error)) (*guestLink, error) {
-	addr, err := cfg.socketAddr()
-	if err != nil {
-		return nil, err
-	}
+	addr := cfg.Socket
 	s, err := link.ListenSocket(link.SocketConfig{Addr: addr, Mode: cfg.SocketMode, MTU: mtu,
 		Logger: cfg.Logger, Closed: closed})
 	if err != nil {

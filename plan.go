@@ -100,12 +100,9 @@ func ipv6Config(cfg Config, mtu uint32, dns []netip.Addr, search []string) (*dhc
 // socketPort is the TCP port of a --socket tcp:IP:PORT, which masq holds
 // and so never forwards; the empty set otherwise.
 func socketPort(cfg Config) (ports.Set, error) {
-	if cfg.Socket == "" {
-		return ports.Set{}, nil
-	}
-	a, err := cfg.socketAddr()
-	if err != nil || !a.IsTCP() || ports.Reserved(a.TCP.Port()) {
-		return ports.Set{}, err // port 0 or 49152-3: never forwarded anyway
+	a := cfg.Socket
+	if a.IsZero() || !a.IsTCP() || ports.Reserved(a.TCP.Port()) {
+		return ports.Set{}, nil // port 0 or 49152-3: never forwarded anyway
 	}
 	port := a.TCP.Port()
 	return ports.New(ports.Range{Proto: ports.TCP, First: port, Last: port})

@@ -16,6 +16,7 @@ import (
 
 	"github.com/masqnet/masq"
 	"github.com/masqnet/masq/internal/memguest"
+	"github.com/masqnet/masq/link"
 )
 
 // startSocketGuest runs masq.Run with --socket and connects an in-memory
@@ -24,7 +25,7 @@ func startSocketGuest(t *testing.T, mtu uint32) *memguest.Guest {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "vm.sock")
 	startMasqNoGuest(t, mtu, func(c *masq.Config) {
-		c.Socket = path
+		c.Socket = link.SocketAddr{Path: path}
 		c.AllowGatewayToPod = true // the pod is this machine's loopback
 	})
 	var conn net.Conn

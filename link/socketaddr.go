@@ -38,6 +38,9 @@ func ParseSocketAddr(s string) (SocketAddr, error) {
 	return SocketAddr{Path: s}, nil
 }
 
+// IsZero reports whether a names no socket at all.
+func (a SocketAddr) IsZero() bool { return a.Path == "" && !a.TCP.IsValid() }
+
 // IsTCP reports whether a is a TCP address.
 func (a SocketAddr) IsTCP() bool { return a.Path == "" }
 

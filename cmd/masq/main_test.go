@@ -35,6 +35,7 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 		{[]string{"run", "--tap", "t0", "--socket", "/s"}, "--tap and --socket exclude each other"},
 		{[]string{"run", "--tap-fd", "3", "--socket", "/s"}, "--tap-fd and --socket exclude each other"},
 		{[]string{"run", "--socket", "/s", "--socket-mode", "0999"}, `--socket-mode "0999"`},
+		{[]string{"run", "--socket", "tcp:localhost:5555"}, `--socket "tcp:localhost:5555": want tcp:IP:PORT`},
 		{[]string{"run", "--socket", "/s", "--guest-netns", "/run/netns/x"}, "--guest-netns cannot be used with --socket"},
 		{[]string{"run", "--hostname", "bad_name"}, "--hostname"},
 		{[]string{"run", "--no-such-flag"}, "unknown flag: --no-such-flag"},

@@ -20,6 +20,7 @@ import (
 	"github.com/masqnet/masq"
 	"github.com/masqnet/masq/dhcp"
 	"github.com/masqnet/masq/kubevirt"
+	"github.com/masqnet/masq/link"
 	"github.com/masqnet/masq/ports"
 )
 
@@ -135,7 +136,10 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 		return cfg, err
 	}
 	cfg.Tap, cfg.GuestNetns, cfg.TapFD, cfg.Attach = f.tap, f.guestNetns, f.tapFD, f.attach
-	if cfg.Socket = f.socket; f.socket != "" {
+	if f.socket != "" {
+		if cfg.Socket, err = link.ParseSocketAddr(f.socket); err != nil {
+			return cfg, fmt.Errorf("--socket %q: %w", f.socket, err)
+		}
 		if cfg.SocketMode, err = parseMode(f.socketMode); err != nil {
 			return cfg, err
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/masqnet/masq"
 	"github.com/masqnet/masq/kubevirt"
 	"github.com/masqnet/masq/kubevirt/hook"
+	"github.com/masqnet/masq/link"
 )
 
 // sidecarReadyTimeout bounds the start of masq's data path inside an
@@ -95,7 +97,7 @@ func (s *sidecar) start(vmi []byte) error {
 		return fmt.Errorf("the VMI: %w", err)
 	}
 	cfg := masq.DefaultConfig()
-	cfg.Socket = fmt.Sprintf("tcp:127.0.0.1:%d", s.port)
+	cfg.Socket = link.SocketAddr{TCP: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), s.port)}
 	cfg.Ports, cfg.GuestMAC, cfg.Logger = m.Ports, m.MAC, s.log
 	if m.VMCIDR.IsValid() {
 		cfg.VMCIDR = m.VMCIDR
