@@ -276,7 +276,7 @@ func (f *Forwarder) accept(s *inSocket) {
 			resetFD(fd)
 			continue
 		}
-		client := sockaddrToAddrPort(sa)
+		client := relay.AddrPort(sa)
 		if !f.reg.Spawn(func() { defer f.cfg.TCPLimit.Release(); f.forwardTCP(fd, client, s) }) {
 			f.cfg.TCPLimit.Release()
 			unix.Close(fd)
@@ -323,17 +323,6 @@ func (f *Forwarder) forwardTCP(fd int, client netip.AddrPort, s *inSocket) {
 	defer f.reg.Untrack(flow)
 	f.stats.tcp.Add(1)
 	flow.Splice()
-}
-
-// sockaddrToAddrPort converts an accepted peer address.
-func sockaddrToAddrPort(sa unix.Sockaddr) netip.AddrPort {
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
 }
 
 // ipv6Missing reports whether err says the pod has no IPv6.

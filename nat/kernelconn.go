@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/masqnet/masq/internal/relay"
 )
 
 // kernelConn is a pod datagram socket of the kernel (UDP or ping) with
@@ -122,7 +124,7 @@ func parsePodError(oob []byte, from unix.Sockaddr) (PodError, bool) {
 		if len(d) < sizeofSockExtendedErr {
 			continue
 		}
-		e := PodError{Dst: sockaddrAddrPort(from), Type: d[5], Code: d[6],
+		e := PodError{Dst: relay.AddrPort(from), Type: d[5], Code: d[6],
 			Info: binary.NativeEndian.Uint32(d[8:12])}
 		switch d[4] {
 		case unix.SO_EE_ORIGIN_ICMP:
@@ -155,17 +157,6 @@ func offender(b []byte) netip.Addr {
 		}
 	}
 	return netip.Addr{}
-}
-
-// sockaddrAddrPort converts a kernel socket address.
-func sockaddrAddrPort(sa unix.Sockaddr) netip.AddrPort {
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
-	}
-	return netip.AddrPort{}
 }
 
 // sizeofSockExtendedErr is the size of struct sock_extended_err: errno,
