@@ -79,7 +79,9 @@ func TestSmallWrites(t *testing.T) {
 func waitLine(t *testing.T, p *proc, prefix string) string {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		for _, line := range strings.Split(p.log(), "\n") {
+		out := p.log()
+		out = out[:strings.LastIndexByte(out, '\n')+1] // whole lines only: the last may still grow
+		for _, line := range strings.Split(out, "\n") {
 			if strings.HasPrefix(line, prefix) {
 				return line
 			}

@@ -185,10 +185,17 @@ func (p *proc) waitVM(t *testing.T, what string, timeout time.Duration) string {
 	return ""
 }
 
-// vmLine returns the first console line that has "VM <what>", from what
-// on. Console lines end in \r\n and the firmware's escape sequences may
+// vmLine returns the first whole console line that has "VM <what>", from
+// what on. Console lines end in \r\n and the firmware's escape sequences may
 // precede the first one, so the marker is looked for anywhere in a line.
 func vmLine(console, what string) (string, bool) {
+	// Only whole lines: the console is read while QEMU writes it, and a
+	// line without its newline yet may still be growing.
+	if i := strings.LastIndexByte(console, '\n'); i >= 0 {
+		console = console[:i]
+	} else {
+		console = ""
+	}
 	for _, l := range strings.Split(console, "\n") {
 		if i := strings.Index(l, "VM "+what); i >= 0 {
 			return strings.TrimSpace(l[i+len("VM "):]), true
