@@ -138,3 +138,45 @@ func TestTraceroute(t *testing.T) {
 		}
 	}
 }
+
+// mtuRE matches the path MTU ping reports, from a relayed "fragmentation
+// needed" / "packet too big" or, once the guest's kernel learned it, its
+// own local error: "(mtu = 1300)", "mtu=1300", "mtu: 1300".
+var mtuRE = regexp.MustCompile(`mtu ?[=:] ?(\d+)`)
+
+// TestPathMTUThroughRouter: with a router whose link to the outside host
+// has a smaller MTU (1300) than the guest's (1500), `ping -M do -s 1400`
+// from the guest reports the smaller path MTU, over IPv4 (the router's
+// "fragmentation needed" for the DF datagram, relayed) and IPv6 ("packet
+// too big", relayed), as through a kernel NAT.
+func TestPathMTUThroughRouter(t *testing.T) {
+	requireTool(t, "ping", "iputils-ping")
+	tp := newRoutedTopology(t)
+	if out, err := inNetns(tp.Pod, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"); err != nil {
+		t.Fatalf("ping_group_range: %v\n%s", err, out)
+	}
+	router := strings.TrimSuffix(tp.Out, "-out") + "-rt"
+	ip(t, "-n", router, "link", "set", "eth0", "mtu", "1300")
+	ip(t, "-n", tp.Out, "link", "set", "eth0", "mtu", "1300")
+	startMasq(t, tp, "masq")
+	guestStatic4(t, tp)
+	guestStatic6(t, tp, false)
+	for _, c := range []struct{ family, dst, router string }{
+		{"-4", outAddr4, routerPod4},
+		{"-6", outAddr6, routerPod6},
+	} {
+		out, _ := inNetns(tp.Guest, "ping", c.family, "-n", "-c", "3", "-i", "0.3", "-W", "2", "-M", "do", "-s", "1400", c.dst)
+		t.Logf("guest: ping %s -M do -s 1400 %s:\n%s", c.family, c.dst, out)
+		m := mtuRE.FindStringSubmatch(out)
+		if m == nil || m[1] != "1300" {
+			t.Errorf("ping %s -M do -s 1400 %s: no path MTU 1300 reported", c.family, c.dst)
+		}
+		if !strings.Contains(out, "From "+c.router) {
+			t.Errorf("ping %s: no error from the router %s", c.family, c.router)
+		}
+		// A datagram that fits still goes through.
+		if out, err := inNetns(tp.Guest, "ping", c.family, "-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1200", c.dst); err != nil {
+			t.Errorf("ping %s -s 1200 %s: %v\n%s", c.family, c.dst, err, out)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/masqnet/masq/stack"
@@ -97,12 +98,15 @@ func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort, quote 
 	}
 	f.mu.Unlock()
 	f.touch()
-	err = f.write(payload, dst, ttl)
-	if _, ok := f.conn.(ErrorConn); ok && err != nil && isPodError(err) {
+	df := dontFragment(quote)
+	err = f.write(payload, dst, ttl, df)
+	if _, ok := f.conn.(ErrorConn); ok && err != nil && isPodError(err) && !errors.Is(err, syscall.EMSGSIZE) {
 		// The kernel fails a send with the error pending on the socket
 		// (sock_error), an ICMP error an earlier datagram drew, and
 		// does not send it; the error stays queued for the read loop.
-		err = f.write(payload, dst, ttl)
+		// (EMSGSIZE is this datagram's own: too big for the path MTU
+		// with df; the error queue holds it for the guest.)
+		err = f.write(payload, dst, ttl, df)
 	}
 	if err != nil {
 		f.env.stats.sendFailed.Add(1)
@@ -110,12 +114,12 @@ func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort, quote 
 	return !known, err
 }
 
-// write sends payload to dst with the guest's ttl less one when the socket
-// can (0: its default).
-func (f *datagramFlow) write(payload []byte, dst netip.AddrPort, ttl uint8) error {
+// write sends payload to dst with the guest's ttl less one and its df
+// when the socket can (ttl 0: the socket's defaults).
+func (f *datagramFlow) write(payload []byte, dst netip.AddrPort, ttl uint8, df bool) error {
 	var err error
 	if tc, ok := f.conn.(TTLConn); ok && ttl > 1 {
-		_, err = tc.WriteToTTL(payload, dst, ttl-1)
+		_, err = tc.WriteToTTL(payload, dst, ttl-1, df)
 	} else {
 		_, err = f.conn.WriteToUDPAddrPort(payload, dst)
 	}

@@ -3,6 +3,7 @@ package nat
 import (
 	"encoding/binary"
 	"errors"
+	"net"
 	"net/netip"
 	"syscall"
 )
@@ -49,12 +50,22 @@ func (f *datagramFlow) keepQuoteLocked(dst netip.AddrPort, quote []byte) {
 	f.quotes[dst] = append(old[:0], quote...)
 }
 
-// quote returns a copy of the quote kept for the pod-side destination
-// dst, nil if none.
-func (f *datagramFlow) quote(dst netip.AddrPort) []byte {
+// quote returns a copy of the quote kept under key, nil if none. anySeq
+// is for an echo flow's error that does not say which request drew it (a
+// local error quotes no payload): any of the requests toward key's
+// address will do, since they differ in their sequence number only.
+func (f *datagramFlow) quote(key netip.AddrPort, anySeq bool) []byte {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]byte(nil), f.quotes[dst]...)
+	if q, ok := f.quotes[key]; ok || !anySeq {
+		return append([]byte(nil), q...)
+	}
+	for k, q := range f.quotes {
+		if k.Addr() == key.Addr() {
+			return append([]byte(nil), q...)
+		}
+	}
+	return nil
 }
 
 // isPodError reports whether a pod socket's read failed for an error its
@@ -82,29 +93,52 @@ func (f *datagramFlow) relayErrors() bool {
 
 // relayError sends the guest the ICMP error e, about a datagram of the
 // flow, from the address that reported it: the destination as the guest
-// addressed it when it reported itself, the router otherwise, the gateway
-// when the reporter is not of the guest's family.
+// addressed it when it reported itself, the router otherwise; the gateway
+// when the pod's own stack reported it (a local error, or an ICMP error
+// from one of the pod's addresses) or the reporter is not of the guest's
+// family, as a kernel NAT, the guest's router, would answer from its own
+// address.
 func (f *datagramFlow) relayError(e PodError) {
 	key := f.quoteKey(e.Dst, e.Head)
 	dst := netip.AddrPortFrom(e.Dst.Addr().Unmap(), e.Dst.Port())
 	guest := f.src.Addr()
-	typ, code, ok := guestError(e, guest.Is4())
+	typ, code, rest, ok := guestError(e, guest.Is4())
 	if !ok {
 		return
 	}
-	quote := f.quote(key)
+	quote := f.quote(key, f.env.proto.echo() && len(e.Head) < 8)
 	seen, known := f.peer(dst)
 	if len(quote) == 0 || !known {
 		return // not a datagram of the flow's, or its quote was pushed out
 	}
 	from := f.env.errs.gateway(guest)
 	switch reporter := e.From.Unmap(); {
+	case e.Origin == OriginLocal:
 	case reporter == dst.Addr():
 		from = seen.Addr()
-	case reporter.IsValid() && reporter.Is4() == guest.Is4() && reporter != guest:
+	case reporter.IsValid() && reporter.Is4() == guest.Is4() && reporter != guest && !isLocalAddr(reporter):
 		from = reporter
 	}
-	if err := f.env.errs.send(from, guest, typ, code, quote); err != nil {
+	if err := f.env.errs.send(from, guest, typ, code, rest, quote); err != nil {
 		f.env.log.Debug("icmp error to guest", "from", from, "err", err)
 	}
+}
+
+// isLocalAddr reports whether a is one of the pod's own addresses (the
+// pod's stack reports errors from them: a neighbor that never answered,
+// a route rejected). It asks the kernel each time: errors are few, and a
+// router's are looked up only once per error.
+func isLocalAddr(a netip.Addr) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, ia := range addrs {
+		if p, ok := ia.(*net.IPNet); ok {
+			if pa, ok := netip.AddrFromSlice(p.IP); ok && pa.Unmap() == a {
+				return true
+			}
+		}
+	}
+	return false
 }

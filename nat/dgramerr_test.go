@@ -1,15 +1,21 @@
 package nat_test
 
 import (
+	"bytes"
+	"net"
 	"net/netip"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
@@ -20,6 +26,13 @@ import (
 // connectedUDP opens a guest UDP socket connected to dst whose datagrams
 // leave with ttl (0: the default).
 func connectedUDP(t *testing.T, g *memguest.Guest, dst netip.AddrPort, ttl int) *gonet.UDPConn {
+	t.Helper()
+	return connectedUDPWith(t, g, dst, ttl, nil)
+}
+
+// connectedUDPWith is connectedUDP with set, when not nil, called on the
+// endpoint before it connects.
+func connectedUDPWith(t *testing.T, g *memguest.Guest, dst netip.AddrPort, ttl int, set func(tcpip.Endpoint) tcpip.Error) *gonet.UDPConn {
 	t.Helper()
 	proto, opt := ipv4.ProtocolNumber, tcpip.IPv4TTLOption
 	if dst.Addr().Is6() {
@@ -32,6 +45,11 @@ func connectedUDP(t *testing.T, g *memguest.Guest, dst netip.AddrPort, ttl int) 
 	}
 	if ttl != 0 {
 		if err := ep.SetSockOptInt(opt, ttl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if set != nil {
+		if err := set(ep); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -151,5 +169,164 @@ func TestICMPErrorsRateLimited(t *testing.T) {
 	}
 	if got := g.Stack.Stats().ICMP.V4.PacketsReceived.TimeExceeded.Value(); got != 50 {
 		t.Errorf("guest got %d time exceeded, want 50", got)
+	}
+}
+
+// TestPathMTUErrorsReachGuest: "fragmentation needed" and "packet too
+// big" the pod's socket reports, from a router or from the pod's own
+// stack (a local EMSGSIZE), reach the guest with the MTU, quoting its
+// datagram, from the router or the gateway; a guest datagram with DF
+// leaves the pod with DF (and one without, without).
+func TestPathMTUErrorsReachGuest(t *testing.T) {
+	router4, router6 := netip.MustParseAddr("198.18.7.1"), netip.MustParseAddr("2001:db8:7::1")
+	for _, c := range []struct {
+		name    string
+		dst     netip.AddrPort
+		df      bool
+		err     nat.PodError // what the pod's socket reports
+		from    netip.Addr
+		typ     uint8
+		mtu     uint32
+		wantDFs []bool
+		relayed bool
+	}{
+		{"v4 router", netip.AddrPortFrom(world4, 9), true,
+			nat.PodError{Origin: nat.OriginICMP4, Type: 3, Code: 4, Info: 1300, From: router4, Errno: syscall.EMSGSIZE},
+			router4, 3, 1300, []bool{true}, true},
+		{"v4 local", netip.AddrPortFrom(world4, 9), true,
+			nat.PodError{Origin: nat.OriginLocal, Info: 1280, Errno: syscall.EMSGSIZE},
+			gw4, 3, 1280, []bool{true}, true},
+		{"v4 without df", netip.AddrPortFrom(world4, 9), false,
+			nat.PodError{Origin: nat.OriginICMP4, Type: 3, Code: 3, From: world4},
+			world4, 3, 0, []bool{false}, true},
+		{"v6 router", netip.AddrPortFrom(world6, 9), false,
+			nat.PodError{Origin: nat.OriginICMP6, Type: 2, Info: 1400, From: router6, Errno: syscall.EMSGSIZE},
+			router6, 2, 1400, []bool{false}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pod := newFakePod()
+			pod.route(c.dst, closedPort(t))
+			pod.rewrite = func(e nat.PodError) nat.PodError {
+				r := c.err
+				r.Dst, r.Head = e.Dst, e.Head
+				return r
+			}
+			g, n := harness(t, pod, nil)
+			six := c.dst.Addr().Is6()
+			watch := g.WatchICMP(t, six)
+			pmtud := tcpip.PMTUDiscoveryDont
+			if c.df {
+				pmtud = tcpip.PMTUDiscoveryDo
+			}
+			u := connectedUDPWith(t, g, c.dst, 0, func(ep tcpip.Endpoint) tcpip.Error {
+				return ep.SetSockOptInt(tcpip.MTUDiscoverOption, int(pmtud))
+			})
+			if _, err := u.Write([]byte("a datagram")); err != nil {
+				t.Fatal(err)
+			}
+			m, err := watch.Next(3*time.Second, c.typ)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.From != c.from || m.Rest != c.mtu {
+				t.Errorf("guest got type %d code %d mtu %d from %s; want mtu %d from %s", m.Type, m.Code, m.Rest, m.From, c.mtu, c.from)
+			}
+			// The quote is the guest's datagram: its IP header, whose
+			// destination is where the guest sent it, and UDP header.
+			if dst, ok := quotedDst(m.Body, six); !ok || dst != c.dst.Addr() {
+				t.Errorf("quote %x: destination %s, want %s", m.Body, dst, c.dst.Addr())
+			}
+			if got := n.Stats().ICMPErrors; got != 1 {
+				t.Errorf("ICMPErrors = %d, want 1", got)
+			}
+			pod.mu.Lock()
+			defer pod.mu.Unlock()
+			if !slices.Equal(pod.dfs, c.wantDFs) {
+				t.Errorf("pod sent with df %v, want %v", pod.dfs, c.wantDFs)
+			}
+		})
+	}
+}
+
+// quotedDst returns the destination address of the IP header an ICMP
+// error quotes.
+func quotedDst(quote []byte, six bool) (netip.Addr, bool) {
+	if six {
+		if len(quote) < header.IPv6MinimumSize {
+			return netip.Addr{}, false
+		}
+		return netip.AddrFrom16(header.IPv6(quote).DestinationAddress().As16()), true
+	}
+	if len(quote) < header.IPv4MinimumSize {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom4(header.IPv4(quote).DestinationAddress().As4()), true
+}
+
+// TestTTLOneExpiresAtGateway: a TCP SYN or an ICMP echo request with TTL
+// (hop limit) 1 gets time exceeded from the gateway, quoting it, and goes
+// no further: no dial, no echo from the pod. (UDP: TestTimeExceededAtGateway.)
+func TestTTLOneExpiresAtGateway(t *testing.T) {
+	for _, dst := range []netip.Addr{world4, world6} {
+		six := dst.Is6()
+		network, ttlOpt, gw := ipv4.ProtocolNumber, tcpip.IPv4TTLOption, gw4
+		icmpProto, echoType, exceeded := icmp.ProtocolNumber4, uint8(header.ICMPv4Echo), uint8(header.ICMPv4TimeExceeded)
+		if six {
+			network, ttlOpt, gw = ipv6.ProtocolNumber, tcpip.IPv6HopLimitOption, gw6
+			icmpProto, echoType, exceeded = icmp.ProtocolNumber6, uint8(header.ICMPv6EchoRequest), uint8(header.ICMPv6TimeExceeded)
+		}
+		for _, proto := range []string{"tcp", "icmp"} {
+			t.Run(proto+" "+dst.String(), func(t *testing.T) {
+				pod := newFakePod()
+				pod.up[dst] = true
+				to := netip.AddrPortFrom(dst, 7)
+				pod.route(to, tcpServer(t, func(net.Conn) {}))
+				g, n := harness(t, pod, nil)
+				watch := g.WatchICMP(t, six)
+				var wq waiter.Queue
+				transport := tcp.ProtocolNumber
+				if proto == "icmp" {
+					transport = icmpProto
+				}
+				ep, err := g.Stack.NewEndpoint(transport, network, &wq)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer ep.Close()
+				if err := ep.SetSockOptInt(ttlOpt, 1); err != nil {
+					t.Fatal(err)
+				}
+				if proto == "tcp" {
+					ep.Connect(memguest.FullAddress(to)) // in progress: the SYN is out
+				} else {
+					if err := ep.Connect(memguest.FullAddress(to)); err != nil {
+						t.Fatal(err)
+					}
+					echo := make([]byte, 16)
+					echo[0] = echoType
+					if _, err := ep.Write(bytes.NewReader(echo), tcpip.WriteOptions{}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				m, werr := watch.Next(3*time.Second, exceeded)
+				if werr != nil {
+					t.Fatal(werr)
+				}
+				if m.From != gw {
+					t.Errorf("time exceeded from %s, want the gateway %s", m.From, gw)
+				}
+				if qd, ok := quotedDst(m.Body, six); !ok || qd != dst {
+					t.Errorf("quote %x: destination %s, want %s", m.Body, qd, dst)
+				}
+				if got := n.Stats().ICMPErrors; got == 0 {
+					t.Errorf("ICMPErrors = 0, want at least 1")
+				}
+				pod.mu.Lock()
+				defer pod.mu.Unlock()
+				if pod.dials != 0 {
+					t.Errorf("pod dialled %d times, want 0", pod.dials)
+				}
+			})
+		}
 	}
 }

@@ -1,9 +1,11 @@
 package nat
 
 import (
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -29,14 +31,17 @@ type guestErrors struct {
 var errLimited = errors.New("icmp error rate exceeded")
 
 // send sends the guest at to an ICMP error of to's family from the
-// address from, quoting quote, unless over the rate.
-func (g *guestErrors) send(from, to netip.Addr, typ, code uint8, quote []byte) error {
+// address from, quoting quote, unless over the rate. rest is the ICMP
+// header's second word (the next hop's MTU of "fragmentation needed" and
+// "packet too big"; 0 for the others).
+func (g *guestErrors) send(from, to netip.Addr, typ, code uint8, rest uint32, quote []byte) error {
 	if !g.bucket.allow(g.now()) {
 		g.limited.Add(1)
 		return errLimited
 	}
 	msg := make([]byte, header.ICMPv4MinimumSize, header.ICMPv4MinimumSize+len(quote)) // the same 8 bytes in ICMPv6
 	msg[0], msg[1] = typ, code
+	binary.BigEndian.PutUint32(msg[4:8], rest)
 	msg = append(msg, quote...)
 	s, err := g.st.NewSender(from, to)
 	if err != nil {
@@ -57,7 +62,7 @@ func (g *guestErrors) timeExceeded(to netip.Addr, quote []byte) error {
 	if to.Is6() {
 		typ, code = uint8(header.ICMPv6TimeExceeded), uint8(header.ICMPv6HopLimitExceeded)
 	}
-	return g.send(g.gateway(to), to, typ, code, quote)
+	return g.send(g.gateway(to), to, typ, code, 0, quote)
 }
 
 // hostUnreachable tells the guest at to, from its gateway, that the
@@ -68,65 +73,82 @@ func (g *guestErrors) hostUnreachable(to netip.Addr, quote []byte) error {
 	if to.Is6() {
 		typ, code = uint8(header.ICMPv6DstUnreachable), uint8(header.ICMPv6AddressUnreachable)
 	}
-	return g.send(g.gateway(to), to, typ, code, quote)
+	return g.send(g.gateway(to), to, typ, code, 0, quote)
 }
 
-// guestError returns the ICMP type and code, in the guest's family (v4
-// when guest4), that relays e; false for errors not relayed: local ones,
-// and those besides destination unreachable and time exceeded ("packet
-// too big" among them: masq's link MTU is the guest's, and the pod's
-// kernel fragments). Within a family the type and code are kept; across
-// (a guest IPv6 flow the policy maps to IPv4) port unreachable and time
-// exceeded keep their meaning and every other unreachable becomes host
-// (address) unreachable.
-func guestError(e PodError, guest4 bool) (typ, code uint8, ok bool) {
-	var unreach, port, exceeded bool
+// guestError returns the ICMP type, code and second header word, in the
+// guest's family (v4 when guest4), that relay e; false for errors not
+// relayed. Relayed: destination unreachable, time exceeded and, within a
+// family, "fragmentation needed" / "packet too big" with the next hop's
+// MTU, which the pod's own stack also reports (a local EMSGSIZE: the
+// datagram was larger than the path MTU it knows, and it does not
+// fragment a datagram the guest sent with DF). Within a family the type
+// and code are kept; across (a guest IPv6 flow the policy maps to IPv4)
+// port unreachable and time exceeded keep their meaning, every other
+// unreachable becomes host (address) unreachable, and the MTU errors are
+// not relayed (the pod fragments such a flow's datagrams).
+func guestError(e PodError, guest4 bool) (typ, code uint8, rest uint32, ok bool) {
+	var unreach, port, exceeded, tooBig bool
 	switch e.Origin {
+	case OriginLocal:
+		tooBig = e.Errno == syscall.EMSGSIZE && e.Info != 0
 	case OriginICMP4:
 		switch header.ICMPv4Type(e.Type) {
 		case header.ICMPv4DstUnreachable:
 			if e.Code == uint8(header.ICMPv4FragmentationNeeded) {
-				return 0, 0, false
+				if !guest4 {
+					return 0, 0, 0, false
+				}
+				return e.Type, e.Code, e.Info & 0xffff, true
 			}
 			if guest4 {
-				return e.Type, e.Code, true
+				return e.Type, e.Code, 0, true
 			}
 			unreach, port = true, e.Code == uint8(header.ICMPv4PortUnreachable)
 		case header.ICMPv4TimeExceeded:
 			if guest4 {
-				return e.Type, e.Code, true
+				return e.Type, e.Code, 0, true
 			}
 			exceeded = true
 		}
 	case OriginICMP6:
 		switch header.ICMPv6Type(e.Type) {
+		case header.ICMPv6PacketTooBig:
+			if guest4 {
+				return 0, 0, 0, false
+			}
+			return e.Type, e.Code, e.Info, true
 		case header.ICMPv6DstUnreachable:
 			if !guest4 {
-				return e.Type, e.Code, true
+				return e.Type, e.Code, 0, true
 			}
 			unreach, port = true, e.Code == uint8(header.ICMPv6PortUnreachable)
 		case header.ICMPv6TimeExceeded:
 			if !guest4 {
-				return e.Type, e.Code, true
+				return e.Type, e.Code, 0, true
 			}
 			exceeded = true
 		}
 	}
 	switch {
+	case tooBig && guest4:
+		return uint8(header.ICMPv4DstUnreachable), uint8(header.ICMPv4FragmentationNeeded), e.Info & 0xffff, true
+	case tooBig:
+		return uint8(header.ICMPv6PacketTooBig), 0, e.Info, true
 	case exceeded && guest4:
-		return uint8(header.ICMPv4TimeExceeded), uint8(header.ICMPv4TTLExceeded), true
+		return uint8(header.ICMPv4TimeExceeded), uint8(header.ICMPv4TTLExceeded), 0, true
 	case exceeded:
-		return uint8(header.ICMPv6TimeExceeded), uint8(header.ICMPv6HopLimitExceeded), true
+		return uint8(header.ICMPv6TimeExceeded), uint8(header.ICMPv6HopLimitExceeded), 0, true
 	case port && guest4:
-		return uint8(header.ICMPv4DstUnreachable), uint8(header.ICMPv4PortUnreachable), true
+		return uint8(header.ICMPv4DstUnreachable), uint8(header.ICMPv4PortUnreachable), 0, true
 	case port:
-		return uint8(header.ICMPv6DstUnreachable), uint8(header.ICMPv6PortUnreachable), true
+		return uint8(header.ICMPv6DstUnreachable), uint8(header.ICMPv6PortUnreachable), 0, true
 	case unreach && guest4:
-		return uint8(header.ICMPv4DstUnreachable), uint8(header.ICMPv4HostUnreachable), true
+		return uint8(header.ICMPv4DstUnreachable), uint8(header.ICMPv4HostUnreachable), 0, true
 	case unreach:
-		return uint8(header.ICMPv6DstUnreachable), uint8(header.ICMPv6AddressUnreachable), true
+		return uint8(header.ICMPv6DstUnreachable), uint8(header.ICMPv6AddressUnreachable), 0, true
 	}
-	return 0, 0, false
+	return 0, 0, 0, false
 }
 
 // maxQuote is the largest quote: an IPv4 header with options (60 bytes)
@@ -152,4 +174,13 @@ func guestTTL(network []byte) uint8 {
 		return header.IPv4(network).TTL()
 	}
 	return 0
+}
+
+// dontFragment reports whether a quoted guest packet is IPv4 with the DF
+// bit: the pod then sends it with path MTU discovery on and never
+// fragments it, as a router would not, and a path MTU too small for it
+// comes back to the guest as "fragmentation needed".
+func dontFragment(quote []byte) bool {
+	return len(quote) >= header.IPv4MinimumSize && header.IPVersion(quote) == header.IPv4Version &&
+		header.IPv4(quote).Flags()&header.IPv4FlagDontFragment != 0
 }

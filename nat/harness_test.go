@@ -156,6 +156,12 @@ type fakePod struct {
 	// never answer: a UDP flow opened toward it gets a sinkUDP, no socket.
 	sink netip.Prefix
 	ttls []uint8 // the TTLs UDP datagrams were sent with, in order
+	dfs  []bool  // and their "don't fragment"
+	// rewrite, when set, changes each error the pod's sockets report
+	// (a loopback port unreachable is the only one the kernel gives a
+	// test): an error of any kind, from any reporter, then reaches masq
+	// exactly as the kernel would deliver it.
+	rewrite func(nat.PodError) nat.PodError
 }
 
 func newFakePod() *fakePod {
@@ -273,13 +279,20 @@ func (c *fakeUDP) ReadPodError() (nat.PodError, bool) {
 		e.Dst = orig
 	}
 	c.mu.Unlock()
+	c.pod.mu.Lock()
+	rewrite := c.pod.rewrite
+	c.pod.mu.Unlock()
+	if rewrite != nil {
+		e = rewrite(e)
+	}
 	return e, true
 }
 
-// WriteToTTL records the TTL and sends as WriteToUDPAddrPort.
-func (c *fakeUDP) WriteToTTL(b []byte, dst netip.AddrPort, ttl uint8) (int, error) {
+// WriteToTTL records the TTL and df and sends as WriteToUDPAddrPort.
+func (c *fakeUDP) WriteToTTL(b []byte, dst netip.AddrPort, ttl uint8, df bool) (int, error) {
 	c.pod.mu.Lock()
 	c.pod.ttls = append(c.pod.ttls, ttl)
+	c.pod.dfs = append(c.pod.dfs, df)
 	c.pod.mu.Unlock()
 	return c.WriteToUDPAddrPort(b, dst)
 }

@@ -23,8 +23,9 @@ type kernelConn struct {
 	rc  syscall.RawConn
 	six bool
 
-	ttlMu sync.Mutex
-	ttl   uint8 // the TTL (hop limit) last set; 0: the kernel's default. Guarded by ttlMu.
+	ttlMu sync.Mutex // guards ttl and pmtud
+	ttl   uint8      // the TTL (hop limit) last set; 0: the kernel's default
+	pmtud int        // the IP_MTU_DISCOVER last set; -1: the kernel's default
 }
 
 var (
@@ -52,13 +53,15 @@ func newKernelConn(c *net.UDPConn, six bool) (*kernelConn, error) {
 		c.Close()
 		return nil, fmt.Errorf("recverr: %w", serr)
 	}
-	return &kernelConn{UDPConn: c, rc: rc, six: six}, nil
+	return &kernelConn{UDPConn: c, rc: rc, six: six, pmtud: -1}, nil
 }
 
-// WriteToTTL implements TTLConn.WriteToTTL: the TTL is a socket option,
-// set only when it changes (a flow's datagrams normally share one; a
-// traceroute's probes step it).
-func (c *kernelConn) WriteToTTL(b []byte, dst netip.AddrPort, ttl uint8) (int, error) {
+// WriteToTTL implements TTLConn.WriteToTTL: the TTL and, on an IPv4
+// socket, path MTU discovery (on for df: IP_PMTUDISC_DO; off otherwise:
+// IP_PMTUDISC_DONT) are socket options, set only when they change (a
+// flow's datagrams normally share them; a traceroute's probes step the
+// TTL).
+func (c *kernelConn) WriteToTTL(b []byte, dst netip.AddrPort, ttl uint8, df bool) (int, error) {
 	c.ttlMu.Lock()
 	defer c.ttlMu.Unlock()
 	if ttl != c.ttl {
@@ -66,16 +69,32 @@ func (c *kernelConn) WriteToTTL(b []byte, dst netip.AddrPort, ttl uint8) (int, e
 		if c.six {
 			level, opt = unix.SOL_IPV6, unix.IPV6_UNICAST_HOPS
 		}
-		var serr error
-		if err := c.rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, int(ttl)) }); err != nil {
-			return 0, err
-		}
-		if serr != nil {
-			return 0, fmt.Errorf("set ttl %d: %w", ttl, serr)
+		if err := c.setsockopt(level, opt, int(ttl)); err != nil {
+			return 0, fmt.Errorf("set ttl %d: %w", ttl, err)
 		}
 		c.ttl = ttl
 	}
+	if pmtud := unix.IP_PMTUDISC_DONT; !c.six {
+		if df {
+			pmtud = unix.IP_PMTUDISC_DO
+		}
+		if pmtud != c.pmtud {
+			if err := c.setsockopt(unix.SOL_IP, unix.IP_MTU_DISCOVER, pmtud); err != nil {
+				return 0, fmt.Errorf("set path mtu discovery %d: %w", pmtud, err)
+			}
+			c.pmtud = pmtud
+		}
+	}
 	return c.UDPConn.WriteToUDPAddrPort(b, dst)
+}
+
+// setsockopt sets an integer option of the socket.
+func (c *kernelConn) setsockopt(level, opt, value int) error {
+	var serr error
+	if err := c.rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, value) }); err != nil {
+		return err
+	}
+	return serr
 }
 
 // ReadPodError implements ErrorConn.ReadPodError: one message of the
@@ -125,7 +144,7 @@ func parsePodError(oob []byte, from unix.Sockaddr) (PodError, bool) {
 			continue
 		}
 		e := PodError{Dst: relay.AddrPort(from), Type: d[5], Code: d[6],
-			Info: binary.NativeEndian.Uint32(d[8:12])}
+			Info: binary.NativeEndian.Uint32(d[8:12]), Errno: syscall.Errno(binary.NativeEndian.Uint32(d[0:4]))}
 		switch d[4] {
 		case unix.SO_EE_ORIGIN_ICMP:
 			e.Origin = OriginICMP4

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -54,10 +55,14 @@ type ErrorConn interface {
 
 // TTLConn is a UDPConn that can send with a given TTL (hop limit), so a
 // guest datagram leaves the pod one hop older than it came, as through a
-// router. A UDPConn that is not a TTLConn sends with its default.
+// router, and, over IPv4, with the guest's "don't fragment" bit: df on,
+// the datagram is never fragmented (a path MTU too small for it draws
+// "fragmentation needed", from a router or from the pod's own stack);
+// off, it may be. A UDPConn that is not a TTLConn sends with its
+// defaults.
 type TTLConn interface {
 	UDPConn
-	WriteToTTL(b []byte, dst netip.AddrPort, ttl uint8) (int, error)
+	WriteToTTL(b []byte, dst netip.AddrPort, ttl uint8, df bool) (int, error)
 }
 
 // PodError is an ICMP error (or a local one) a pod socket's datagram drew.
@@ -76,8 +81,12 @@ type PodError struct {
 	// which of a flow's requests it was.
 	Head []byte
 	// Info is the ICMP message's extra field (the next hop's MTU for
-	// "fragmentation needed" / "packet too big").
+	// "fragmentation needed" / "packet too big"; the path MTU for a
+	// local EMSGSIZE).
 	Info uint32
+	// Errno is the error the socket reports for it (ECONNREFUSED,
+	// EHOSTUNREACH, EMSGSIZE…); for OriginLocal it is all there is.
+	Errno syscall.Errno
 }
 
 // ErrorOrigin says where a PodError came from.

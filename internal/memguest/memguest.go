@@ -19,6 +19,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/raw"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 )
@@ -96,6 +97,7 @@ func newStack(tb testing.TB, link stack.LinkEndpoint, rec *ndpRecorder, release 
 		NetworkProtocols: []stack.NetworkProtocolFactory{ipv4.NewProtocol,
 			ipv6.NewProtocolWithOptions(ipv6.Options{NDPConfigs: ndp, NDPDisp: rec}), arp.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
+		RawFactory:         raw.EndpointFactory{}, // for WatchICMP
 	})
 	sack := tcpip.TCPSACKEnabled(true) // as a Linux guest has it
 	s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
