@@ -20,12 +20,7 @@ import (
 // Without it an unconnected socket never hears of them.
 type kernelConn struct {
 	*net.UDPConn
-	rc  syscall.RawConn
-	six bool
-
-	ttlMu sync.Mutex // guards ttl and pmtud
-	ttl   uint8      // the TTL (hop limit) last set; 0: the kernel's default
-	pmtud int        // the IP_MTU_DISCOVER last set; -1: the kernel's default
+	sock *podSocket
 }
 
 var (
@@ -41,70 +36,101 @@ func newKernelConn(c *net.UDPConn, six bool) (*kernelConn, error) {
 		c.Close()
 		return nil, err
 	}
-	level, opt := unix.SOL_IP, unix.IP_RECVERR
-	if six {
-		level, opt = unix.SOL_IPV6, unix.IPV6_RECVERR
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, 1) }); err != nil {
-		serr = err
-	}
-	if serr != nil {
+	sock, err := newPodSocket(rc, six)
+	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("recverr: %w", serr)
+		return nil, err
 	}
-	return &kernelConn{UDPConn: c, rc: rc, six: six, pmtud: -1}, nil
+	return &kernelConn{UDPConn: c, sock: sock}, nil
 }
 
-// WriteToTTL implements TTLConn.WriteToTTL: the TTL and, on an IPv4
-// socket, path MTU discovery (on for df: IP_PMTUDISC_DO; off otherwise:
-// IP_PMTUDISC_DONT) are socket options, set only when they change (a
-// flow's datagrams normally share them; a traceroute's probes step the
-// TTL).
+// WriteToTTL implements TTLConn.WriteToTTL (see podSocket.setHeader).
 func (c *kernelConn) WriteToTTL(b []byte, dst netip.AddrPort, ttl uint8, df bool) (int, error) {
-	c.ttlMu.Lock()
-	defer c.ttlMu.Unlock()
-	if ttl != c.ttl {
-		level, opt := unix.SOL_IP, unix.IP_TTL
-		if c.six {
-			level, opt = unix.SOL_IPV6, unix.IPV6_UNICAST_HOPS
-		}
-		if err := c.setsockopt(level, opt, int(ttl)); err != nil {
-			return 0, fmt.Errorf("set ttl %d: %w", ttl, err)
-		}
-		c.ttl = ttl
-	}
-	if pmtud := unix.IP_PMTUDISC_DONT; !c.six {
-		if df {
-			pmtud = unix.IP_PMTUDISC_DO
-		}
-		if pmtud != c.pmtud {
-			if err := c.setsockopt(unix.SOL_IP, unix.IP_MTU_DISCOVER, pmtud); err != nil {
-				return 0, fmt.Errorf("set path mtu discovery %d: %w", pmtud, err)
-			}
-			c.pmtud = pmtud
-		}
+	c.sock.mu.Lock()
+	defer c.sock.mu.Unlock()
+	if err := c.sock.setHeaderLocked(ttl, df); err != nil {
+		return 0, err
 	}
 	return c.UDPConn.WriteToUDPAddrPort(b, dst)
 }
 
+// ReadPodError implements ErrorConn.ReadPodError.
+func (c *kernelConn) ReadPodError() (PodError, bool) { return c.sock.readError() }
+
+// podSocket is what the pod's datagram sockets (UDP, ping, raw ICMP)
+// share: the header fields of the next send, set as socket options, and
+// the error queue.
+type podSocket struct {
+	rc  syscall.RawConn
+	six bool
+
+	mu    sync.Mutex // guards ttl and pmtud; held across the send they are for
+	ttl   uint8      // the TTL (hop limit) last set; 0: the kernel's default
+	pmtud int        // the IP_MTU_DISCOVER last set; -1: the kernel's default
+}
+
+// newPodSocket turns on the error queue (IP_RECVERR or IPV6_RECVERR) of
+// the socket rc, of IPv6 when six.
+func newPodSocket(rc syscall.RawConn, six bool) (*podSocket, error) {
+	s := &podSocket{rc: rc, six: six, pmtud: -1}
+	level, opt := unix.SOL_IP, unix.IP_RECVERR
+	if six {
+		level, opt = unix.SOL_IPV6, unix.IPV6_RECVERR
+	}
+	if err := s.setsockopt(level, opt, 1); err != nil {
+		return nil, fmt.Errorf("recverr: %w", err)
+	}
+	return s, nil
+}
+
+// setHeaderLocked makes the next send leave with TTL ttl and, on an IPv4
+// socket, path MTU discovery on for df (IP_PMTUDISC_DO: never
+// fragmented) and off otherwise (IP_PMTUDISC_DONT). They are socket
+// options, set only when they change (a flow's datagrams normally share
+// them; a traceroute's probes step the TTL). s.mu must be held.
+func (s *podSocket) setHeaderLocked(ttl uint8, df bool) error {
+	if ttl != s.ttl {
+		level, opt := unix.SOL_IP, unix.IP_TTL
+		if s.six {
+			level, opt = unix.SOL_IPV6, unix.IPV6_UNICAST_HOPS
+		}
+		if err := s.setsockopt(level, opt, int(ttl)); err != nil {
+			return fmt.Errorf("set ttl %d: %w", ttl, err)
+		}
+		s.ttl = ttl
+	}
+	if s.six {
+		return nil
+	}
+	pmtud := unix.IP_PMTUDISC_DONT
+	if df {
+		pmtud = unix.IP_PMTUDISC_DO
+	}
+	if pmtud != s.pmtud {
+		if err := s.setsockopt(unix.SOL_IP, unix.IP_MTU_DISCOVER, pmtud); err != nil {
+			return fmt.Errorf("set path mtu discovery %d: %w", pmtud, err)
+		}
+		s.pmtud = pmtud
+	}
+	return nil
+}
+
 // setsockopt sets an integer option of the socket.
-func (c *kernelConn) setsockopt(level, opt, value int) error {
+func (s *podSocket) setsockopt(level, opt, value int) error {
 	var serr error
-	if err := c.rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, value) }); err != nil {
+	if err := s.rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, value) }); err != nil {
 		return err
 	}
 	return serr
 }
 
-// ReadPodError implements ErrorConn.ReadPodError: one message of the
-// error queue, without blocking.
-func (c *kernelConn) ReadPodError() (PodError, bool) {
+// readError reads one message of the error queue, without blocking.
+func (s *podSocket) readError() (PodError, bool) {
 	var (
 		e  PodError
 		ok bool
 	)
-	c.rc.Control(func(fd uintptr) {
+	s.rc.Control(func(fd uintptr) {
 		var p [8]byte // the failed datagram's head (PodError.Head)
 		var oob [128]byte
 		for {

@@ -160,6 +160,7 @@ type NAT struct {
 	udp, icmp *datagramTable
 
 	ping4, ping6 bool // the pod gives ping sockets of the family
+	rawPing      bool // they are raw ICMP sockets (no ping socket; CAP_NET_RAW)
 
 	sweepMu sync.Mutex
 	release osRelease // guarded by sweepMu
@@ -207,24 +208,37 @@ func New(st *stack.Stack, cfg Config) (*NAT, error) {
 	ns.SetTransportProtocolHandler(icmp.ProtocolNumber4, n.handleICMP)
 	ns.SetTransportProtocolHandler(icmp.ProtocolNumber6, n.handleICMP)
 	var err4, err6 error
-	n.ping4, err4 = probePing(cfg.Pod, netip.IPv4Unspecified())
-	n.ping6, err6 = probePing(cfg.Pod, netip.IPv6Unspecified())
+	var raw4, raw6 bool
+	n.ping4, raw4, err4 = probePing(cfg.Pod, netip.IPv4Unspecified())
+	n.ping6, raw6, err6 = probePing(cfg.Pod, netip.IPv6Unspecified())
+	n.rawPing = raw4 || raw6
 	if !n.ping4 || !n.ping6 {
-		n.log.Info("guest pings to the world are not answered: the pod gives no ping socket (see net.ipv4.ping_group_range)",
+		n.log.Info("guest pings to the world are not answered: the pod gives no ping socket (see net.ipv4.ping_group_range) and masq may open no raw ICMP socket (CAP_NET_RAW)",
 			"ipv4_err", err4, "ipv6_err", err6)
+	}
+	if n.rawPing {
+		n.log.Info("guest pings go through raw ICMP sockets: the pod gives no ping socket (net.ipv4.ping_group_range)",
+			"ipv4", raw4, "ipv6", raw6)
 	}
 	return n, nil
 }
 
-// probePing reports whether pod gives ping sockets of a's family.
-func probePing(pod Pod, a netip.Addr) (bool, error) {
+// probePing reports whether pod gives echo sockets of a's family, and
+// whether they are raw ICMP sockets.
+func probePing(pod Pod, a netip.Addr) (ok, raw bool, err error) {
 	c, err := pod.ListenPing(a)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
+	_, raw = c.(*rawPingConn)
 	c.Close()
-	return true, nil
+	return true, raw, nil
 }
+
+// RawPing reports whether guest pings go through raw ICMP sockets (the
+// pod gives no ping socket): masq then needs CAP_NET_RAW for as long as
+// it runs, to open one per guest echo identifier.
+func (n *NAT) RawPing() bool { return n.rawPing }
 
 // pingOK reports whether echo requests to a can be proxied.
 func (n *NAT) pingOK(a netip.Addr) bool {

@@ -2,6 +2,7 @@ package nat
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -129,8 +130,25 @@ func (KernelPod) ListenUDP(dst netip.Addr, port uint16) (UDPConn, error) {
 
 // ListenPing implements Pod.ListenPing with an unprivileged ICMP datagram
 // socket ("ping socket"), which the kernel allows to the groups in
-// net.ipv4.ping_group_range (for IPv6 too).
+// net.ipv4.ping_group_range (for IPv6 too), and where that range excludes
+// masq, with a raw ICMP socket, which needs CAP_NET_RAW.
 func (KernelPod) ListenPing(dst netip.Addr) (UDPConn, error) {
+	c, err := listenPing(dst)
+	if err == nil {
+		return c, nil
+	}
+	if !errors.Is(err, syscall.EACCES) && !errors.Is(err, syscall.EPERM) {
+		return nil, err
+	}
+	raw, rerr := listenRawPing(dst)
+	if rerr != nil {
+		return nil, fmt.Errorf("%w; %w", err, rerr)
+	}
+	return raw, nil
+}
+
+// listenPing opens a ping socket of dst's family.
+func listenPing(dst netip.Addr) (UDPConn, error) {
 	family, proto := unix.AF_INET, unix.IPPROTO_ICMP
 	if dst.Is6() {
 		family, proto = unix.AF_INET6, unix.IPPROTO_ICMPV6
@@ -150,5 +168,9 @@ func (KernelPod) ListenPing(dst netip.Addr) (UDPConn, error) {
 		pc.Close()
 		return nil, fmt.Errorf("ping socket: unexpected %T", pc)
 	}
-	return newKernelConn(c, dst.Is6())
+	kc, err := newKernelConn(c, dst.Is6())
+	if err != nil {
+		return nil, err
+	}
+	return kc, nil
 }

@@ -95,9 +95,7 @@ func TestTCPPortReuse(t *testing.T) {
 // reads it back, and closes: after the server's FIN if serverFirst, before
 // it otherwise. It returns how long the connect took.
 func requestResponse(g *memguest.Guest, port uint16, dst netip.AddrPort, serverFirst bool) (time.Duration, error) {
-	start := time.Now()
-	c, err := dialFrom(g, port, dst, 5*time.Second)
-	took := time.Since(start)
+	c, took, err := dialFrom(g, port, dst, 5*time.Second)
 	if err != nil {
 		return took, err
 	}
@@ -118,18 +116,31 @@ func requestResponse(g *memguest.Guest, port uint16, dst netip.AddrPort, serverF
 	return took, nil
 }
 
-// dialFrom connects from the guest's port (which must be free) to dst
-// within timeout.
-func dialFrom(g *memguest.Guest, port uint16, dst netip.AddrPort, timeout time.Duration) (*gonet.TCPConn, error) {
+// dialFrom connects from the guest's port to dst within timeout (once the
+// port is free) and returns how long the connect took.
+func dialFrom(g *memguest.Guest, port uint16, dst netip.AddrPort, timeout time.Duration) (*gonet.TCPConn, time.Duration, error) {
 	var wq waiter.Queue
 	ep, terr := g.Stack.NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, &wq)
 	if terr != nil {
-		return nil, fmt.Errorf("endpoint: %s", terr)
+		return nil, 0, fmt.Errorf("endpoint: %s", terr)
 	}
-	if terr := ep.Bind(tcpip.FullAddress{Addr: memguest.Addr(guest4.Addr()), Port: port}); terr != nil {
+	// The port's previous connection may still be closing on the guest's
+	// side (on a busy machine its last FIN can lag): a guest cannot reuse
+	// the port before it ends either, so wait for it (bounded), outside the
+	// connect's time.
+	deadline := time.Now().Add(timeout)
+	for {
+		terr = ep.Bind(tcpip.FullAddress{Addr: memguest.Addr(guest4.Addr()), Port: port})
+		if _, inUse := terr.(*tcpip.ErrPortInUse); !inUse || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if terr != nil {
 		ep.Close()
-		return nil, fmt.Errorf("bind port %d: %s", port, terr)
+		return nil, 0, fmt.Errorf("bind port %d: %s", port, terr)
 	}
+	start := time.Now()
 	entry, ready := waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
 	wq.EventRegister(&entry)
 	defer wq.EventUnregister(&entry)
@@ -142,11 +153,12 @@ func dialFrom(g *memguest.Guest, port uint16, dst netip.AddrPort, timeout time.D
 			terr = &tcpip.ErrTimeout{}
 		}
 	}
+	took := time.Since(start)
 	if terr != nil {
 		ep.Close()
-		return nil, fmt.Errorf("connect from port %d: %w", port, errors.New(terr.String()))
+		return nil, took, fmt.Errorf("connect from port %d: %w", port, errors.New(terr.String()))
 	}
-	return gonet.NewTCPConn(&wq, ep), nil
+	return gonet.NewTCPConn(&wq, ep), took, nil
 }
 
 // TestUDPFlowReusedAfterExpiry is port reuse for UDP: the guest sends
