@@ -56,9 +56,11 @@ func ping(t *testing.T, tp *topology, addr string, tries int) {
 // TestOutboundPing: the guest's pings to the outside host are really sent
 // and really answered, or not answered at all. masq probes for ping
 // sockets at start: with the pod's default net.ipv4.ping_group_range
-// ("1 0": none) no echo reply is faked; once the pod allows them, pings to
-// 198.18.0.1 and 2001:db8::1 are answered by the outside host itself (its
-// echo counters move); and with the outside host down, none is answered.
+// ("1 0": none) and without CAP_NET_RAW no echo reply is faked; with
+// CAP_NET_RAW (root) masq pings through raw ICMP sockets; once the pod
+// allows ping sockets, through those. Either way pings to 198.18.0.1 and
+// 2001:db8::1 are answered by the outside host itself (its echo counters
+// move); and with the outside host down, none is answered.
 func TestOutboundPing(t *testing.T) {
 	tp := newTopology(t, 1500)
 	requireTool(t, "ping", "iputils-ping")
@@ -66,8 +68,9 @@ func TestOutboundPing(t *testing.T) {
 	guestStatic4(t, tp)
 	guestStatic6(t, tp, false)
 
-	first := startMasq(t, tp, "masq#1") // ping_group_range left at "1 0"
-	if !strings.Contains(first.log(), "ping_group_range") {
+	// ping_group_range left at "1 0", and no CAP_NET_RAW to fall back on.
+	first := startMasqWrapped(t, tp, "masq#1", []string{"setpriv", "--bounding-set", "-net_raw"})
+	if !strings.Contains(first.log(), "are not answered") {
 		t.Errorf("masq#1 did not log that it has no ping socket")
 	}
 	ping(t, tp, gateway4, 3) // The guest itself works: masq answers for the gateway.
@@ -77,6 +80,20 @@ func TestOutboundPing(t *testing.T) {
 		t.Errorf("masq#1 exited %d after SIGTERM, want 0", code)
 	}
 
+	raw := startMasq(t, tp, "masq#raw") // root: CAP_NET_RAW
+	if !strings.Contains(raw.log(), "raw ICMP sockets") {
+		t.Errorf("masq#raw did not log that it pings through raw ICMP sockets")
+	}
+	pingAnsweredByOut(t, tp)
+	// traceroute -I's probes: each TTL through the raw socket, the time
+	// exceeded of the gateway, the host's reply.
+	if out, err := inNetns(tp.Guest, "ping", "-c1", "-W2", "-t", "1", outAddr4); err == nil || !strings.Contains(out, "Time to live exceeded") {
+		t.Errorf("guest: ping -t 1 %s through raw sockets: %v, want time exceeded\n%s", outAddr4, err, out)
+	}
+	if code := raw.stop(t); code != 0 {
+		t.Errorf("masq#raw exited %d after SIGTERM, want 0", code)
+	}
+
 	if out, err := inNetns(tp.Pod, "sysctl", "-w", "net.ipv4.ping_group_range=0 2147483647"); err != nil {
 		t.Fatalf("pod: sysctl ping_group_range: %v\n%s", err, out)
 	}
@@ -84,6 +101,17 @@ func TestOutboundPing(t *testing.T) {
 	if strings.Contains(second.log(), "ping_group_range") {
 		t.Errorf("masq#2 found no ping socket although the pod allows them")
 	}
+	pingAnsweredByOut(t, tp)
+
+	ip(t, "-n", tp.Out, "link", "set", "eth0", "down")
+	noPing(t, tp, "the outside host is down", outAddr4, outAddr6)
+}
+
+// pingAnsweredByOut pings the outside host from the guest, over IPv4 and
+// IPv6, and fails t unless the outside host itself answered (its echo
+// reply counters moved).
+func pingAnsweredByOut(t *testing.T, tp *topology) {
+	t.Helper()
 	for _, c := range []struct{ addr, counter string }{
 		{outAddr4, "Icmp:OutEchoReps"},
 		{outAddr6, "Icmp6OutEchoReplies"},
@@ -97,9 +125,17 @@ func TestOutboundPing(t *testing.T) {
 				c.addr, c.counter, before, after)
 		}
 	}
+}
 
-	ip(t, "-n", tp.Out, "link", "set", "eth0", "down")
-	noPing(t, tp, "the outside host is down", outAddr4, outAddr6)
+// startMasqWrapped is startMasq with masq run under wrap (a command and
+// its arguments that then runs masq, e.g. setpriv dropping a capability).
+func startMasqWrapped(t *testing.T, tp *topology, name string, wrap []string, args ...string) *proc {
+	t.Helper()
+	argv := append([]string{"netns", "exec", tp.Pod}, wrap...)
+	argv = append(argv, masqBinary(t), "run", "--guest-netns", tp.GuestPath(), "--tap", tapName, "--log-level", "debug")
+	p := startProc(t, name, "ip", append(argv, args...)...)
+	p.waitReady(t, readyLine, readyTimeout)
+	return p
 }
 
 // noPing fails t if `ping -c1 -W2 ADDR` from the guest gets a reply for
