@@ -96,10 +96,10 @@ var hopRE = regexp.MustCompile(`(?m)^\s*(\d+)\s+(\S+)`)
 // shows every hop: masq's gateway (the guest's TTL 1 expires there), the
 // router (the pod sends with the guest's TTL less one, and the router's
 // time exceeded is relayed from its address), and the host (its port
-// unreachable, or echo reply, relayed). With UDP probes and ICMP echo
-// (-I), in IPv4 and IPv6; with TCP SYNs (-T) the SYN with TTL 1 expires
-// at the gateway, and masq's connection (the pod's own TTL) reaches the
-// host, the next hop shown.
+// unreachable, or echo reply, relayed). With UDP probes, ICMP echo (-I)
+// and TCP SYNs (-T: a probe's SYN is dialled with the guest's TTL less
+// one, and the router's time exceeded that ends the dial is relayed), in
+// IPv4 and IPv6.
 func TestTraceroute(t *testing.T) {
 	requireTool(t, "traceroute", "traceroute")
 	tp := newRoutedTopology(t)
@@ -118,8 +118,8 @@ func TestTraceroute(t *testing.T) {
 		{[]string{"-6", outAddr6}, []string{gateway6, routerPod6, outAddr6}},
 		{[]string{"-4", "-I", outAddr4}, []string{gateway4, routerPod4, outAddr4}},
 		{[]string{"-6", "-I", outAddr6}, []string{gateway6, routerPod6, outAddr6}},
-		{[]string{"-4", "-T", "-p", echoPort, outAddr4}, []string{gateway4, outAddr4}},
-		{[]string{"-6", "-T", "-p", echoPort, outAddr6}, []string{gateway6, outAddr6}},
+		{[]string{"-4", "-T", "-p", echoPort, outAddr4}, []string{gateway4, routerPod4, outAddr4}},
+		{[]string{"-6", "-T", "-p", echoPort, outAddr6}, []string{gateway6, routerPod6, outAddr6}},
 	} {
 		args := append([]string{"traceroute", "-n", "-q", "1", "-w", "2", "-m", "5"}, c.args...)
 		out, err := inNetns(tp.Guest, args...)

@@ -3,7 +3,6 @@ package nat
 import (
 	"encoding/binary"
 	"errors"
-	"net"
 	"net/netip"
 	"syscall"
 )
@@ -111,34 +110,8 @@ func (f *datagramFlow) relayError(e PodError) {
 	if len(quote) == 0 || !known {
 		return // not a datagram of the flow's, or its quote was pushed out
 	}
-	from := f.env.errs.gateway(guest)
-	switch reporter := e.From.Unmap(); {
-	case e.Origin == OriginLocal:
-	case reporter == dst.Addr():
-		from = seen.Addr()
-	case reporter.IsValid() && reporter.Is4() == guest.Is4() && reporter != guest && !isLocalAddr(reporter):
-		from = reporter
-	}
+	from := errorSource(e, dst.Addr(), seen.Addr(), f.env.errs.gateway(guest), guest)
 	if err := f.env.errs.send(from, guest, typ, code, rest, quote); err != nil {
 		f.env.log.Debug("icmp error to guest", "from", from, "err", err)
 	}
-}
-
-// isLocalAddr reports whether a is one of the pod's own addresses (the
-// pod's stack reports errors from them: a neighbor that never answered,
-// a route rejected). It asks the kernel each time: errors are few, and a
-// router's are looked up only once per error.
-func isLocalAddr(a netip.Addr) bool {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return false
-	}
-	for _, ia := range addrs {
-		if p, ok := ia.(*net.IPNet); ok {
-			if pa, ok := netip.AddrFromSlice(p.IP); ok && pa.Unmap() == a {
-				return true
-			}
-		}
-	}
-	return false
 }

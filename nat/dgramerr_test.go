@@ -330,3 +330,56 @@ func TestTTLOneExpiresAtGateway(t *testing.T) {
 		}
 	}
 }
+
+// TestTCPProbeTTL: a guest SYN with a probe's TTL (traceroute -T) is
+// dialled with that TTL less one, and the ICMP error that ends the dial
+// (a router's time exceeded) reaches the guest from the router, quoting
+// the SYN; a connection's SYN (TTL 64) is dialled with the pod's default.
+func TestTCPProbeTTL(t *testing.T) {
+	router4 := netip.MustParseAddr("198.18.7.1")
+	pod := newFakePod()
+	to := netip.AddrPortFrom(world4, 7)
+	pod.route(to, tcpServer(t, func(net.Conn) {}))
+	pod.dialTTLErr = &nat.DialError{Err: syscall.EHOSTUNREACH,
+		PodError: nat.PodError{Origin: nat.OriginICMP4, Type: 11, Code: 0, From: router4}}
+	g, _ := harness(t, pod, nil)
+	watch := g.WatchICMP(t, false)
+	var wq waiter.Queue
+	ep, err := g.Stack.NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, &wq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ep.Close()
+	if err := ep.SetSockOptInt(tcpip.IPv4TTLOption, 5); err != nil {
+		t.Fatal(err)
+	}
+	ep.Connect(memguest.FullAddress(to))
+	m, werr := watch.Next(3*time.Second, uint8(header.ICMPv4TimeExceeded))
+	if werr != nil {
+		t.Fatal(werr)
+	}
+	if m.From != router4 {
+		t.Errorf("time exceeded from %s, want the router %s", m.From, router4)
+	}
+	if qd, ok := quotedDst(m.Body, false); !ok || qd != world4 {
+		t.Errorf("quote %x: destination %s, want %s", m.Body, qd, world4)
+	}
+	pod.mu.Lock()
+	ttls := slices.Clone(pod.dialTTLs)
+	pod.dialTTLErr = nil
+	pod.mu.Unlock()
+	if len(ttls) == 0 || ttls[0] != 4 {
+		t.Errorf("dialled with TTLs %v, want 4 first", ttls)
+	}
+	// A connection's SYN: the pod's default TTL.
+	c, derr := dial(g, to, 3*time.Second)
+	if derr != nil {
+		t.Fatal(derr)
+	}
+	c.Close()
+	pod.mu.Lock()
+	defer pod.mu.Unlock()
+	if !slices.Equal(pod.dialTTLs, ttls) {
+		t.Errorf("a TTL 64 SYN was dialled with a TTL: %v", pod.dialTTLs[len(ttls):])
+	}
+}

@@ -3,6 +3,7 @@ package nat
 import (
 	"encoding/binary"
 	"errors"
+	"net"
 	"net/netip"
 	"sync/atomic"
 	"syscall"
@@ -183,4 +184,41 @@ func guestTTL(network []byte) uint8 {
 func dontFragment(quote []byte) bool {
 	return len(quote) >= header.IPv4MinimumSize && header.IPVersion(quote) == header.IPv4Version &&
 		header.IPv4(quote).Flags()&header.IPv4FlagDontFragment != 0
+}
+
+// errorSource returns the address an ICMP error e about a guest's packet
+// comes from, to the guest at guest: seen (the destination as the guest
+// addressed it) when the destination (podDst, as the pod sent to it)
+// reported it; the router that reported it; the gateway gw when the
+// pod's own stack did (a local error, or one from the pod's addresses) or
+// the reporter is not of the guest's family, as a kernel NAT, the guest's
+// router, answers from its own address.
+func errorSource(e PodError, podDst, seen, gw, guest netip.Addr) netip.Addr {
+	switch reporter := e.From.Unmap(); {
+	case e.Origin == OriginLocal:
+	case reporter == podDst:
+		return seen
+	case reporter.IsValid() && reporter.Is4() == guest.Is4() && reporter != guest && !isLocalAddr(reporter):
+		return reporter
+	}
+	return gw
+}
+
+// isLocalAddr reports whether a is one of the pod's own addresses (the
+// pod's stack reports errors from them: a neighbor that never answered,
+// a route rejected). It asks the kernel each time: errors are few, and a
+// router's are looked up only once per error.
+func isLocalAddr(a netip.Addr) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, ia := range addrs {
+		if p, ok := ia.(*net.IPNet); ok {
+			if pa, ok := netip.AddrFromSlice(p.IP); ok && pa.Unmap() == a {
+				return true
+			}
+		}
+	}
+	return false
 }

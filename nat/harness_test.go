@@ -162,6 +162,25 @@ type fakePod struct {
 	// test): an error of any kind, from any reporter, then reaches masq
 	// exactly as the kernel would deliver it.
 	rewrite func(nat.PodError) nat.PodError
+	// dialTTLs are the TTLs of the dials made with one (DialTCPTTL), in
+	// order; dialTTLErr, when set, fails them, as an ICMP error would.
+	dialTTLs   []uint8
+	dialTTLErr *nat.DialError
+}
+
+// DialTCPTTL records the TTL, then fails with dialTTLErr or dials as
+// DialTCP does.
+func (p *fakePod) DialTCPTTL(ctx context.Context, dst netip.AddrPort, ttl uint8) (net.Conn, error) {
+	p.mu.Lock()
+	p.dialTTLs = append(p.dialTTLs, ttl)
+	derr := p.dialTTLErr
+	p.mu.Unlock()
+	if derr != nil {
+		e := *derr
+		e.Dst = dst
+		return nil, &e
+	}
+	return p.DialTCP(ctx, dst)
 }
 
 func newFakePod() *fakePod {

@@ -66,6 +66,30 @@ type TTLConn interface {
 	WriteToTTL(b []byte, dst netip.AddrPort, ttl uint8, df bool) (int, error)
 }
 
+// TTLDialer is a Pod that can dial with a given TTL (hop limit) on the
+// connection's SYN, so a guest's TCP traceroute probe expires where it
+// would through a router. Its dial then fails with a *DialError when an
+// ICMP error (time exceeded, unreachable) ended it, saying who reported
+// it; the connection, once made, sends with the pod's default TTL.
+type TTLDialer interface {
+	Pod
+	DialTCPTTL(ctx context.Context, dst netip.AddrPort, ttl uint8) (net.Conn, error)
+}
+
+// DialError is a dial that an ICMP error ended.
+type DialError struct {
+	// Err is the dial's error (EHOSTUNREACH for time exceeded…).
+	Err error
+	// PodError is the ICMP error (Head is the SYN's first 8 bytes).
+	PodError
+}
+
+// Error implements error.
+func (e *DialError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the dial's error.
+func (e *DialError) Unwrap() error { return e.Err }
+
 // PodError is an ICMP error (or a local one) a pod socket's datagram drew.
 type PodError struct {
 	// Dst is the failed datagram's destination, as the flow sent it.

@@ -105,6 +105,13 @@ func (q *synQuotes) take(id gstack.TransportEndpointID) []byte {
 	return e.b
 }
 
+// guestTTL returns the TTL (hop limit) of the SYN kept for id, 0 if none.
+func (q *synQuotes) guestTTL(id gstack.TransportEndpointID) uint8 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return guestTTL(q.m[id].b)
+}
+
 // expire forgets the entries older than ttl at now and returns how many.
 func (q *synQuotes) expire(now time.Time) int {
 	q.mu.Lock()

@@ -75,7 +75,7 @@ func (n *NAT) forwardTCP(r *tcp.ForwarderRequest) {
 	}
 	defer n.cfg.TCPLimit.Release()
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.DialTimeout)
-	pod, err := n.cfg.Pod.DialTCP(ctx, d.Dst)
+	pod, err := n.dialTCP(ctx, r.ID(), d.Dst)
 	cancel()
 	// Taken after the dial: the guest's SYN retransmissions meanwhile
 	// find the quote kept and add nothing.
@@ -83,6 +83,10 @@ func (n *NAT) forwardTCP(r *tcp.ForwarderRequest) {
 	if err != nil {
 		n.stats.tcpDialFailed.Add(1)
 		n.log.Debug("tcp dial failed", "src", src, "dst", d.Dst, "err", err)
+		if n.ctx.Err() == nil && n.relayDialError(src, dst, err, quote) {
+			r.Complete(false)
+			return
+		}
 		if unreachable(err) && quote != nil && n.ctx.Err() == nil {
 			r.Complete(false)
 			n.sendUnreachable(src.Addr(), quote)
