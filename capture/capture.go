@@ -49,7 +49,8 @@ type Stats struct {
 	// Dropped counts frames not recorded because every buffer was full,
 	// waiting for a slow output.
 	Dropped uint64
-	// Bytes is the size of the output: file header and records.
+	// Bytes is the size of the output, file header and records, when
+	// every write succeeded (else what was meant to be written).
 	Bytes int64
 	// Capped reports that the size cap was reached: frames after it were
 	// not recorded (nor counted).
