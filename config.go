@@ -117,6 +117,15 @@ type Config struct {
 	// Logger receives one line per event. Nil means slog.Default().
 	Logger *slog.Logger
 
+	// PCAP, when set, is a file (created, or truncated; mode 0600) into
+	// which masq records every frame on the guest's link, both ways, from
+	// start to stop, as pcap (see package capture), up to PCAPMaxBytes.
+	PCAP string
+
+	// PCAPMaxBytes caps each packet capture, PCAP's and each live one's:
+	// at least capture.MinMaxBytes; 0 means DefaultPCAPMaxBytes.
+	PCAPMaxBytes int64
+
 	// Ready, when set, is called once, when the guest's link and every
 	// service are up (a --socket listens): an embedder starting the guest
 	// afterwards (KubeVirt's sidecar) waits for it.
@@ -142,6 +151,7 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	checks := []func() error{
 		c.validateLink, c.validateMTU, c.validateNetworks, c.validateHostname, c.validateRA,
+		c.validatePCAP,
 	}
 	for _, check := range checks {
 		if err := check(); err != nil {

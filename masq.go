@@ -17,6 +17,7 @@ import (
 
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/masqnet/masq/capture"
 	"github.com/masqnet/masq/dhcp"
 	"github.com/masqnet/masq/inbound"
 	"github.com/masqnet/masq/internal/relay"
@@ -43,6 +44,12 @@ func Run(ctx context.Context, cfg Config) error {
 		closeTapFD(cfg)
 		return &ConfigError{err}
 	}
+	pcap, err := createPCAP(cfg.PCAP)
+	if err != nil {
+		closeTapFD(cfg)
+		return &ConfigError{err}
+	}
+	defer pcap.close() // last: the capture sees the stack's final frames
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	gl, err := openGuestLink(cfg, p.mtu, func(err error) { cancel(fmt.Errorf("guest link closed: %w", err)) })
@@ -50,14 +57,20 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer gl.close()
-	st, err := stack.New(gl.ep, stack.Config{MTU: p.mtu, IPv4: p.gateway4, IPv6: p.gateway6})
+	// Between the link and the stack, the capture sees every frame the
+	// guest exchanges with masq, DHCP's and ARP's included.
+	capt := capture.New(gl.ep)
+	st, err := stack.New(capt, stack.Config{MTU: p.mtu, IPv4: p.gateway4, IPv6: p.gateway6})
 	if err != nil {
-		gl.ep.Close()
+		capt.Close()
 		return fmt.Errorf("create guest network stack: %w", err)
 	}
 	defer st.Close()
 	log = log.With("link", gl.name)
 	log.Info("guest link", "kind", gl.kind, "mtu", p.mtu, "offload", gl.offload)
+	if err := pcap.start(capt, cfg.pcapMaxBytes(), log); err != nil {
+		return err
+	}
 	return serve(ctx, st, gl, p, cfg.Pod, cfg.Ready, log)
 }
 

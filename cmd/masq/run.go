@@ -47,6 +47,8 @@ type runFlags struct {
 	noOffload    bool
 	noRA         bool
 	raInterval   time.Duration
+	pcap         string
+	pcapMaxBytes string
 }
 
 // newRunCommand builds `masq run`.
@@ -102,6 +104,8 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.noRA, "no-ra", false, "send no IPv6 Router Advertisements (the guest's IPv6 default route is then static)")
 	fs.DurationVar(&f.raInterval, "ra-interval", dhcp.DefaultRAInterval, "longest time between unsolicited Router Advertisements, 4s..30m")
 	fs.BoolVar(&f.allowGateway, "allow-gateway-to-pod", false, "let the guest reach the pod's loopback services at the gateway's address")
+	fs.StringVar(&f.pcap, "pcap", "", "record every frame on the guest's link, both ways, into the pcap `FILE` (for tcpdump -r, Wireshark), up to --pcap-max-bytes")
+	fs.StringVar(&f.pcapMaxBytes, "pcap-max-bytes", fmt.Sprint(masq.DefaultPCAPMaxBytes>>20, "MiB"), "`SIZE` cap of each packet capture (--pcap's, each masq capture's): bytes, or KiB, MiB, GiB")
 }
 
 // config turns the flags into a validated masq.Config.
@@ -147,6 +151,10 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 	cfg.PodInterface, cfg.MTU, cfg.Hostname, cfg.ResolvConf = f.podInterface, f.mtu, f.hostname, f.resolvConf
 	cfg.AllowGatewayToPod, cfg.NoOffload = f.allowGateway, f.noOffload
 	cfg.NoRA, cfg.RAInterval = f.noRA, f.raInterval
+	cfg.PCAP = f.pcap
+	if cfg.PCAPMaxBytes, err = parsePCAPMaxBytes(f.pcapMaxBytes); err != nil {
+		return cfg, err
+	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if err := cfg.Validate(); err != nil {
 		return cfg, err
