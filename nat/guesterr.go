@@ -66,6 +66,17 @@ func (g *guestErrors) timeExceeded(to netip.Addr, quote []byte) error {
 	return g.send(g.gateway(to), to, typ, code, 0, quote)
 }
 
+// netUnreachable tells the guest at to, from its gateway, that the pod
+// has no route toward the destination of the packet quoted (network
+// unreachable; "no route to destination" in IPv6).
+func (g *guestErrors) netUnreachable(to netip.Addr, quote []byte) error {
+	typ, code := uint8(header.ICMPv4DstUnreachable), uint8(header.ICMPv4NetUnreachable)
+	if to.Is6() {
+		typ, code = uint8(header.ICMPv6DstUnreachable), uint8(header.ICMPv6NetworkUnreachable)
+	}
+	return g.send(g.gateway(to), to, typ, code, 0, quote)
+}
+
 // hostUnreachable tells the guest at to, from its gateway, that the
 // destination of the packet quoted cannot be reached (host unreachable;
 // address unreachable in IPv6).

@@ -49,7 +49,13 @@ func (n *NAT) handleUDP(id gstack.TransportEndpointID, pkt *gstack.PacketBuffer)
 		n.errs.timeExceeded(src.Addr(), quote)
 		return true
 	}
-	return n.udp.forward(src, dst, d, payload, quote, ttl)
+	if !n.udp.forward(src, dst, d, payload, quote, ttl) {
+		// The pod has no route (or no socket) for it: the guest's socket
+		// fails with "network unreachable" at once, as behind a router
+		// without a route.
+		n.errs.netUnreachable(src.Addr(), quote)
+	}
+	return true
 }
 
 // udpPayload validates the UDP header of pkt and returns its payload,

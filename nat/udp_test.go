@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/masqnet/masq/internal/testkit"
 	"github.com/masqnet/masq/nat"
 )
@@ -151,20 +153,21 @@ func TestUDPUnreachableFamilyAnsweredAtOnce(t *testing.T) {
 	dst := netip.MustParseAddrPort("[2001:db8::99]:53")
 	pod.fail[dst] = &net.OpError{Op: "write", Net: "udp", Err: syscall.ENETUNREACH}
 	g, n := harness(t, pod, nil)
+	watch := g.WatchICMP(t, true)
 	c := guestUDP(t, g, guest6.Addr())
-	unreachable := func() uint64 { return g.Stack.Stats().ICMP.V6.PacketsReceived.DstUnreachable.Value() }
-	before := unreachable()
 	if _, err := c.WriteTo([]byte("q"), net.UDPAddrFromAddrPort(dst)); err != nil {
 		t.Fatal(err)
 	}
-	// The guest gets an ICMPv6 destination unreachable at once, as from a
-	// router without a route, instead of waiting out its DNS timeout.
-	deadline := time.Now().Add(time.Second)
-	for unreachable() == before {
-		if time.Now().After(deadline) {
-			t.Fatal("no ICMPv6 unreachable reached the guest within 1s")
-		}
-		time.Sleep(5 * time.Millisecond)
+	// The guest gets an ICMPv6 "no route to destination" from the gateway
+	// at once, as from a router without a route, instead of waiting out
+	// its DNS timeout.
+	m, err := watch.Next(3*time.Second, uint8(header.ICMPv6DstUnreachable))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.From != gw6 || m.Code != uint8(header.ICMPv6NetworkUnreachable) {
+		t.Errorf("destination unreachable code %d from %s, want code %d (no route) from %s",
+			m.Code, m.From, header.ICMPv6NetworkUnreachable, gw6)
 	}
 	if n.Stats().UDPSendFailed == 0 {
 		t.Error("UDPSendFailed not counted")

@@ -10,12 +10,15 @@
 //	                                               (also printed: "blob sha256=HEX bytes=N");
 //	                                               any other path: the client's address
 //	netpeer tcpecho  -listen ADDR[,ADDR] [-quiet]  echo every connection
+//	netpeer hold     -listen ADDR[,ADDR]           accept every connection and never read it
 //	netpeer udpecho  -listen ADDR[,ADDR]           reply "seen=SRC PAYLOAD" to each datagram
 //	netpeer dns      -listen ADDR                  answer A queries with 198.18.0.99, over UDP and TCP
 //	netpeer connect  -to ADDR [-echo MSG]          one TCP connection; prints the error and the time taken
 //	netpeer tcpmany  -to ADDR -n N                 N concurrent echoed connections, all open at once
 //	netpeer udpquery -to ADDR [-bind ADDR] -msg M  one datagram, prints the reply and its source
-//	netpeer udpconnect -to ADDR -msg M  one datagram on a connected socket; prints the reply or "refused"
+//	netpeer udpconnect -to ADDR -msg M [-recverr]  one datagram on a connected socket; prints the reply or
+//	                                    "refused"; -recverr: every ICMP error fails the read (IP_RECVERR, as
+//	                                    systemd-resolved asks), not only port unreachable
 //	netpeer dnsquery -to ADDR [-tcp]               one A query for masq.test, prints the answer and its source
 //	netpeer send|recv|pull|push                    streams in small writes: see stream.go
 package main
@@ -57,6 +60,7 @@ func main() {
 	n := fs.Int("n", 1000, "tcpmany: connections")
 	quiet := fs.Bool("quiet", false, "tcpecho: do not print a line per connection")
 	useTCP := fs.Bool("tcp", false, "dnsquery: over TCP")
+	recvErr := fs.Bool("recverr", false, "udpconnect: set IP_RECVERR / IPV6_RECVERR")
 	timeout := fs.Duration("timeout", 10*time.Second, "client: give up after this long")
 	_ = fs.Parse(args)
 
@@ -66,6 +70,8 @@ func main() {
 		err = serveHTTP(split(*listen), *size)
 	case "tcpecho":
 		err = serveTCPEcho(split(*listen), *quiet)
+	case "hold":
+		err = serveHold(split(*listen))
 	case "udpecho":
 		err = serveUDPEcho(split(*listen))
 	case "dns":
@@ -77,7 +83,7 @@ func main() {
 	case "udpquery":
 		err = udpQuery(*bind, *to, *msg, *timeout)
 	case "udpconnect":
-		err = udpConnect(*to, *msg, *timeout)
+		err = udpConnect(*to, *msg, *recvErr, *timeout)
 	case "dnsquery":
 		err = dnsQuery(*to, *useTCP, *timeout)
 	case "send":
@@ -182,6 +188,25 @@ func serveTCPEcho(addrs []string, quiet bool) error {
 				_ = c.SetDeadline(time.Now().Add(2 * time.Minute))
 				_, _ = io.Copy(c, c)
 			}()
+		}
+	})
+}
+
+// serveHold accepts connections and never reads them (a peer whose
+// receive window stays shut), holding them open until it is killed.
+func serveHold(addrs []string) error {
+	var held []net.Conn
+	var mu sync.Mutex
+	return serve(listenTCP(addrs), func(l net.Listener) error {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return err
+			}
+			say("seen tcp %s", c.RemoteAddr())
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
 		}
 	})
 }
@@ -529,7 +554,7 @@ func unmap(ap netip.AddrPort) netip.AddrPort {
 // udpConnect sends msg on a UDP socket connected to to and prints the
 // reply, or "refused" and how long it took when the socket reports an ICMP
 // port unreachable (ECONNREFUSED), as a connected socket does.
-func udpConnect(to, msg string, timeout time.Duration) error {
+func udpConnect(to, msg string, recvErr bool, timeout time.Duration) error {
 	dst, err := netip.ParseAddrPort(to)
 	if err != nil {
 		return err
@@ -539,6 +564,23 @@ func udpConnect(to, msg string, timeout time.Duration) error {
 		return err
 	}
 	defer c.Close()
+	if recvErr {
+		level, opt := syscall.IPPROTO_IP, syscall.IP_RECVERR
+		if dst.Addr().Is6() {
+			level, opt = syscall.IPPROTO_IPV6, syscall.IPV6_RECVERR
+		}
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), level, opt, 1) }); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("recverr: %w", serr)
+		}
+	}
 	start := time.Now()
 	if _, err := c.Write([]byte(msg)); err != nil {
 		return err
@@ -551,6 +593,7 @@ func udpConnect(to, msg string, timeout time.Duration) error {
 		return nil
 	}
 	if err != nil {
+		say("error after=%s err=%v", time.Since(start).Round(time.Millisecond), err)
 		return err
 	}
 	say("reply %s", b[:m])
