@@ -63,6 +63,7 @@ func newRootCommand() *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	root.AddCommand(newRunCommand(), newKubevirtCommand(), newVersionCommand())
+	root.AddCommand(newStatusCommand(), newFlowsCommand())
 	return root
 }
 

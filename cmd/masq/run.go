@@ -47,6 +47,8 @@ type runFlags struct {
 	noOffload    bool
 	noRA         bool
 	raInterval   time.Duration
+	control      string
+	metrics      string
 }
 
 // newRunCommand builds `masq run`.
@@ -102,6 +104,8 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.noRA, "no-ra", false, "send no IPv6 Router Advertisements (the guest's IPv6 default route is then static)")
 	fs.DurationVar(&f.raInterval, "ra-interval", dhcp.DefaultRAInterval, "longest time between unsolicited Router Advertisements, 4s..30m")
 	fs.BoolVar(&f.allowGateway, "allow-gateway-to-pod", false, "let the guest reach the pod's loopback services at the gateway's address")
+	fs.StringVar(&f.control, "control", "", "serve status, flows and metrics (HTTP, JSON) on this unix socket, mode 0600; read it with `masq status` and `masq flows`")
+	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus /metrics, /healthz and /readyz on this TCP address, e.g. 127.0.0.1:9090 or :9090")
 }
 
 // config turns the flags into a validated masq.Config.
@@ -147,6 +151,7 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 	cfg.PodInterface, cfg.MTU, cfg.Hostname, cfg.ResolvConf = f.podInterface, f.mtu, f.hostname, f.resolvConf
 	cfg.AllowGatewayToPod, cfg.NoOffload = f.allowGateway, f.noOffload
 	cfg.NoRA, cfg.RAInterval = f.noRA, f.raInterval
+	cfg.Control, cfg.Metrics, cfg.Version = f.control, f.metrics, version
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if err := cfg.Validate(); err != nil {
 		return cfg, err
