@@ -85,9 +85,8 @@ func (u *udpFlows) fromClient(s *inSocket, client netip.AddrPort, payload []byte
 		u.stats.udp.Add(1)
 	}
 	f.lastActive = u.cfg.Now().UnixNano()
-	if f.sender.WriteUDP(seen.Port(), s.port, payload) == nil {
-		f.flow.ToGuest.Add(len(payload), f.lastActive)
-	}
+	f.flow.ToGuest.Add(len(payload), f.lastActive) // before the send: what the guest saw is counted
+	f.sender.WriteUDP(seen.Port(), s.port, payload)
 }
 
 // toClient sends a guest datagram from src to dst through the forwarded
@@ -104,10 +103,9 @@ func (u *udpFlows) toClient(src, dst netip.AddrPort, payload []byte) bool {
 		return false
 	}
 	f.lastActive = u.cfg.Now().UnixNano()
+	f.flow.FromGuest.Add(len(payload), f.lastActive) // before the send: what the client saw is counted
 	if err := sendTo(f.sock.fd, payload, f.client, f.sock.v6()); err != nil {
 		u.stats.udpSendFailed.Add(1)
-	} else {
-		f.flow.FromGuest.Add(len(payload), f.lastActive)
 	}
 	return true
 }

@@ -101,6 +101,7 @@ func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort, quote 
 	}
 	f.mu.Unlock()
 	now := f.touch()
+	f.flow.Count(true).Add(len(payload), now) // before the send: what the peer saw is counted
 	err = f.write(payload, dst, ttl)
 	if _, ok := f.conn.(ErrorConn); ok && err != nil && isPodError(err) {
 		// The kernel fails a send with the error pending on the socket
@@ -110,8 +111,6 @@ func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort, quote 
 	}
 	if err != nil {
 		f.env.stats.sendFailed.Add(1)
-	} else {
-		f.flow.Count(true).Add(len(payload), now)
 	}
 	return !known, err
 }
@@ -203,10 +202,8 @@ func (f *datagramFlow) reply(payload []byte, from netip.AddrPort, senders map[ne
 		}
 		senders[src.Addr()] = s
 	}
-	now := f.touch()
-	if f.env.proto.reply(s, src, f.src, payload) == nil {
-		f.flow.Count(false).Add(len(payload), now)
-	}
+	f.flow.Count(false).Add(len(payload), f.touch()) // before the send: what the guest saw is counted
+	f.env.proto.reply(s, src, f.src, payload)
 }
 
 // touch records activity now and returns now in Unix ns.

@@ -84,8 +84,10 @@ func (f *TCP) copy(dst, src halfConn, count *flowtable.Half) {
 		b, nr, rerr := src.read()
 		var werr error
 		if nr > 0 {
-			_, werr = dst.Write((*b)[:nr])
+			// Counted before the write, so that what the receiver saw is
+			// always counted.
 			count.AddBytes(nr, time.Now().UnixNano())
+			_, werr = dst.Write((*b)[:nr])
 		}
 		f.bufs.Put(b)
 		switch {
