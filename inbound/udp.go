@@ -38,7 +38,7 @@ type inFlow struct {
 	client     netip.AddrPort // the real client, for replies
 	sender     *stack.Sender  // to the guest, from seen
 	flow       *flowtable.Entry
-	lastActive int64          // Config.Now in Unix ns; guarded by udpFlows.mu
+	lastActive int64 // Config.Now in Unix ns; guarded by udpFlows.mu
 }
 
 func newUDPFlows(cfg Config, st *stack.Stack, stats *counters) *udpFlows {
