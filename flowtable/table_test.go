@@ -165,3 +165,19 @@ func TestProtoAndDirectionText(t *testing.T) {
 		t.Error("sctp parsed as a protocol")
 	}
 }
+
+// BenchmarkCount is the data path's cost of accounting: one datagram
+// counted, or one copy of a stream with its clock read.
+func BenchmarkCount(b *testing.B) {
+	e := New(nil).Open(TCP, Outbound, guestA, remoteA)
+	b.Run("datagram", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			e.Count(true).Add(100, int64(i))
+		}
+	})
+	b.Run("stream-with-clock", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			e.Count(false).AddBytes(65536, time.Now().UnixNano())
+		}
+	})
+}
