@@ -12,6 +12,10 @@ import (
 // namespace of the test's own: no other process holds it).
 const metricsAddr = "127.0.0.1:9464"
 
+// inboundPort is a port of the guest's that masq forwards (every port is,
+// by default).
+const inboundPort = "2222"
+
 // TestStatusAndFlows: masq with --control and --metrics serves a guest
 // that got its lease by DHCP and holds a TCP connection and a UDP flow
 // to the outside host; `masq status` and `masq flows` show them, with
@@ -38,6 +42,12 @@ func TestStatusAndFlows(t *testing.T) {
 	if code, out := runPeer(t, tp.Guest, cmdTimeout, "udpquery", "-to", outAddr4+":"+echoPort, "-msg", "ping"); code != 0 {
 		t.Fatalf("udpquery exited %d:\n%s", code, out)
 	}
+	// An inbound connection from the outside host to the guest's
+	// forwarded port, held open.
+	startPeer(t, tp.Guest, "guest echo", "tcpecho", "-listen", guest4+":"+inboundPort)
+	client := startProc(t, "outside client", "ip", "netns", "exec", tp.Out, "bash", "-c",
+		"exec 3<>/dev/tcp/"+podAddr4+"/"+inboundPort+"; printf hi >&3; head -c 2 <&3; echo; sleep 60")
+	client.waitReady(t, "hi", cmdTimeout)
 
 	status := masqCommand(t, "status", "--control", sock)
 	t.Logf("masq status:\n%s", status)
@@ -49,8 +59,9 @@ func TestStatusAndFlows(t *testing.T) {
 	flows := masqCommand(t, "flows", "--control", sock)
 	t.Logf("masq flows:\n%s", flows)
 	if !hasLine(flows, "tcp", "outbound", "established", guest4+":", outAddr4+":"+echoPort, podAddr4+":", "5B/") ||
-		!hasLine(flows, "udp", "outbound", "replied", guest4+":", outAddr4+":"+echoPort) {
-		t.Errorf("masq flows lacks the guest's TCP connection or UDP flow")
+		!hasLine(flows, "udp", "outbound", "replied", guest4+":", outAddr4+":"+echoPort) ||
+		!hasLine(flows, "tcp", "inbound", "established", guest4+":"+inboundPort, outAddr4+":", podAddr4+":"+inboundPort, "2B/") {
+		t.Errorf("masq flows lacks the guest's TCP connection, its UDP flow or the inbound connection")
 	}
 	out := masqCommand(t, "flows", "--control", sock, "--json", "--proto", "tcp", "--port", echoPort)
 	raw := []map[string]any{}
@@ -65,6 +76,7 @@ func TestStatusAndFlows(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("curl /metrics exited %d: %s", code, metrics)
 	}
+	t.Logf("/metrics, masq_flow*:\n%s", grepLines(metrics, "masq_flow"))
 	for _, want := range []string{
 		`masq_flows_open{direction="outbound",proto="tcp"} 1`,
 		`masq_flow_bytes_from_guest_total{direction="outbound",proto="tcp"} 5`,
@@ -105,4 +117,15 @@ func hasLine(out string, fields ...string) bool {
 		}
 	}
 	return false
+}
+
+// grepLines returns the lines of out that hold s.
+func grepLines(out, s string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, s) {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
 }

@@ -155,6 +155,9 @@ func (c *collector) collectFlows(e emit, ch chan<- prometheus.Metric) {
 		return
 	}
 	for _, t := range c.src.Flows.Totals() {
+		if t.Proto == flowtable.ICMP && t.Direction == flowtable.Inbound {
+			continue // no such flows: echo is proxied outbound only
+		}
 		l := []string{t.Proto.String(), t.Direction.String()}
 		e.counter("flows_opened_total", t.Opened, l...)
 		e.counter("flows_closed_total", t.Closed, l...)
