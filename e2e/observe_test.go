@@ -76,7 +76,7 @@ func TestStatusAndFlows(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("curl /metrics exited %d: %s", code, metrics)
 	}
-	t.Logf("/metrics, masq_flow*:\n%s", grepLines(metrics, "masq_flow"))
+	t.Logf("/metrics, masq_*:\n%s", grepLines(metrics, "masq_"))
 	for _, want := range []string{
 		`masq_flows_open{direction="outbound",proto="tcp"} 1`,
 		`masq_flow_bytes_from_guest_total{direction="outbound",proto="tcp"} 5`,
