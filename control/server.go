@@ -170,13 +170,30 @@ func newServer(ln net.Listener, h http.Handler, path string, log *slog.Logger) *
 // Addr returns the address the server listens on.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
-// Serve serves until ctx ends, then closes the listener and every
-// connection (and removes the socket file) and returns nil; or returns
-// the error that stopped it.
+// shutdownGrace is how long Serve lets requests in progress finish once
+// its context ends (a /pcap capture streaming back); then it cuts them.
+const shutdownGrace = 2 * time.Second
+
+// Serve serves until ctx ends, then stops taking requests, lets those in
+// progress finish for shutdownGrace, closes every connection, removes
+// the socket file and returns nil; or returns the error that stopped it.
+// No handler runs once it has returned.
 func (s *Server) Serve(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() { s.srv.Close() })
-	defer stop()
+	stopped := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(stopped)
+		grace, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		if s.srv.Shutdown(grace) != nil {
+			s.srv.Close()
+		}
+	})
 	err := s.srv.Serve(s.ln)
+	if stop() {
+		close(stopped) // Serve failed on its own: nothing to shut down
+		s.srv.Close()
+	}
+	<-stopped
 	if s.path != "" {
 		os.Remove(s.path)
 	}
