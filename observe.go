@@ -106,10 +106,19 @@ func (o *observer) ready(parts observed) error {
 	switch {
 	case !o.serving.Load():
 		return errors.New("starting")
-	case !parts.gl.ep.IsAttached():
+	case !linkUp(parts.gl):
 		return errors.New("guest link down")
 	}
 	return nil
+}
+
+// linkUp reports whether gl carries frames: attached to the stack and,
+// for a --socket link, with QEMU connected.
+func linkUp(gl *guestLink) bool {
+	if c, ok := gl.ep.(interface{ Connected() bool }); ok && !c.Connected() {
+		return false
+	}
+	return gl.ep.IsAttached()
 }
 
 // status assembles GET /status.
@@ -117,7 +126,7 @@ func (o *observer) status(parts observed) control.Status {
 	p := parts.p
 	s := control.Status{Version: o.version, Started: o.started, UptimeSeconds: time.Since(o.started).Seconds(),
 		Link: control.Link{Kind: parts.gl.kind, Name: parts.gl.name, MTU: p.mtu, Offload: parts.gl.offload,
-			Up: parts.gl.ep.IsAttached()},
+			Up: linkUp(parts.gl)},
 		Gateway: []string{p.gateway4.String()}, Forwarded: []string{}}
 	if p.gateway6.IsValid() {
 		s.Gateway = append(s.Gateway, p.gateway6.String())

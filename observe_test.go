@@ -25,6 +25,7 @@ import (
 	"github.com/masqnet/masq/flowtable"
 	"github.com/masqnet/masq/inbound"
 	"github.com/masqnet/masq/internal/memguest"
+	"github.com/masqnet/masq/link"
 	"github.com/masqnet/masq/nat"
 	"github.com/masqnet/masq/ports"
 )
@@ -383,4 +384,40 @@ func histCount(fam *dto.MetricFamily, direction, result string) uint64 {
 		}
 	}
 	return 0
+}
+
+// TestReadyzWaitsForTheGuestOnASocket: with --socket, /readyz and
+// /status say the link is down until QEMU (here an in-memory guest)
+// connects.
+func TestReadyzWaitsForTheGuestOnASocket(t *testing.T) {
+	dir := t.TempDir()
+	path, sock := filepath.Join(dir, "vm.sock"), filepath.Join(dir, "control.sock")
+	startMasqNoGuest(t, 1500, func(c *masq.Config) {
+		c.Socket = link.SocketAddr{Path: path}
+		c.Control = sock
+	})
+	cl := control.NewClient(sock)
+	defer cl.Close()
+	ctx := context.Background()
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if _, err = cl.Raw(ctx, "/readyz", nil); err != nil && strings.Contains(err.Error(), "guest link down") {
+			break
+		}
+	}
+	if err == nil || !strings.Contains(err.Error(), "guest link down") {
+		t.Fatalf("/readyz before QEMU connects: %v, want 503 guest link down", err)
+	}
+	if s, err := cl.Status(ctx); err != nil || s.Link.Up || s.Link.Kind != "socket" {
+		t.Fatalf("status %+v, %v: want a socket link, down", s.Link, err)
+	}
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	memguest.NewStream(t, 1500, conn)
+	waitReady(t, cl)
+	if s, err := cl.Status(ctx); err != nil || !s.Link.Up {
+		t.Fatalf("status %+v, %v: want the link up once QEMU connected", s.Link, err)
+	}
 }

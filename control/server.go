@@ -20,6 +20,7 @@ import (
 
 // Config is what the endpoint serves. Every func must be safe for
 // concurrent use; they are called per request, never on a packet path.
+// Status, Flows, Metrics and Ready must be set.
 type Config struct {
 	// Status returns the status (GET /status).
 	Status func() Status

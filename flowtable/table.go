@@ -11,7 +11,7 @@ import (
 
 // Table is the live flows of one masq and the totals of those that
 // ended. It is safe for concurrent use. A nil *Table accounts nothing:
-// Open returns a nil Entry.
+// Open returns a nil Entry, and it lists no flow.
 type Table struct {
 	now func() time.Time
 
@@ -81,6 +81,9 @@ func (t *Table) Close(e *Entry) {
 
 // Len returns the number of live flows.
 func (t *Table) Len() int {
+	if t == nil {
+		return 0
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.entries)
@@ -88,6 +91,9 @@ func (t *Table) Len() int {
 
 // Flows returns the live flows f matches, oldest first.
 func (t *Table) Flows(f Filter) []Info {
+	if t == nil {
+		return []Info{}
+	}
 	now := t.Now()
 	t.mu.Lock()
 	out := make([]Info, 0, len(t.entries))
@@ -126,6 +132,9 @@ func (t *Total) add(c counts) {
 // read under the lock Close takes, so a flow that ends between two reads
 // is counted in both, once: the totals never go down.
 func (t *Table) Totals() []Total {
+	if t == nil {
+		return nil
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var sum [numProtos][numDirections]Total
@@ -161,6 +170,9 @@ func (t *Table) ObserveDial(d Direction, took time.Duration, connected bool) {
 // Dials returns the dial-latency histogram of direction d, of the
 // connects that succeeded (connected) or failed.
 func (t *Table) Dials(d Direction, connected bool) HistogramSnapshot {
+	if t == nil {
+		return HistogramSnapshot{}
+	}
 	ok := 0
 	if connected {
 		ok = 1
