@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"time"
@@ -130,6 +131,24 @@ type Config struct {
 	// service are up (a --socket listens): an embedder starting the guest
 	// afterwards (KubeVirt's sidecar) waits for it.
 	Ready func()
+
+	// Control, when set, is the path of the control socket (mode 0600):
+	// HTTP with JSON serving /status, /flows, /metrics, /healthz and
+	// /readyz (package control). Empty means none.
+	Control string
+
+	// Metrics, when set, is a TCP address ("127.0.0.1:9090", ":9090")
+	// serving Prometheus's /metrics, /healthz and /readyz. Empty means
+	// none.
+	Metrics string
+
+	// ControlHandlers are further handlers on the control socket, by
+	// http.ServeMux pattern (e.g. "POST /pcap").
+	ControlHandlers map[string]http.Handler
+
+	// Version is the build's version, which /status and
+	// masq_build_info report.
+	Version string
 }
 
 // DefaultConfig returns KubeVirt's defaults: tap0 in masq's own namespace,

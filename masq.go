@@ -19,6 +19,7 @@ import (
 
 	"github.com/masqnet/masq/capture"
 	"github.com/masqnet/masq/dhcp"
+	"github.com/masqnet/masq/flowtable"
 	"github.com/masqnet/masq/inbound"
 	"github.com/masqnet/masq/internal/relay"
 	"github.com/masqnet/masq/link"
@@ -71,11 +72,18 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := pcap.start(capt, cfg.pcapMaxBytes(), log); err != nil {
 		return err
 	}
-	return serve(ctx, st, gl, p, cfg.Pod, cfg.Ready, log)
+	obs := newObserver(cfg)
+	// The control socket's live capture: POST /pcap?seconds=N.
+	live, err := capture.NewHandler(capt, capture.HandlerConfig{MaxBytes: cfg.pcapMaxBytes(), Logger: log})
+	if err != nil {
+		return &ConfigError{err}
+	}
+	obs.handlers["POST /pcap"] = live
+	return serve(ctx, st, gl, p, cfg.Pod, cfg.Ready, obs, log)
 }
 
 // serve runs the services on st until ctx ends and waits for all of them.
-func serve(ctx context.Context, st *stack.Stack, gl *guestLink, p runPlan, pod Pod, ready func(), log *slog.Logger) error {
+func serve(ctx context.Context, st *stack.Stack, gl *guestLink, p runPlan, pod Pod, ready func(), obs *observer, log *slog.Logger) error {
 	if pod == nil {
 		pod = kernelPod{}
 	}
@@ -86,15 +94,16 @@ func serve(ctx context.Context, st *stack.Stack, gl *guestLink, p runPlan, pod P
 	// One bound on TCP connections, outbound and inbound, and one pool
 	// of copy buffers for both.
 	limit, pool := relay.NewLimit(nat.DefaultMaxTCP), relay.NewPool()
+	table := flowtable.New(nil) // the flows of both directions, for the control endpoint
 	fwd, err := inbound.New(st, inbound.Config{Ports: p.ports, Except: p.except,
 		Guest4: p.policy.Guest4, Guest6: p.policy.Guest6, Gateway4: p.gateway4.Addr(), Gateway6: p.gateway6.Addr(),
-		Pod: pod, TCPLimit: limit, Pool: pool, Logger: log})
+		Pod: pod, TCPLimit: limit, Pool: pool, Logger: log, Flows: table})
 	if err != nil {
 		return fmt.Errorf("forward ports: %w", err)
 	}
 	defer fwd.Close() // when Run has not (an error below)
 	flows, err := nat.New(st, nat.Config{Policy: p.policy, Pod: pod, Logger: log,
-		TCPLimit: limit, Pool: pool, InboundReply: fwd.FromGuest})
+		TCPLimit: limit, Pool: pool, InboundReply: fwd.FromGuest, Flows: table})
 	if err != nil {
 		return fmt.Errorf("masquerade: %w", err)
 	}
@@ -123,6 +132,12 @@ func serve(ctx context.Context, st *stack.Stack, gl *guestLink, p runPlan, pod P
 	if gl.stats != nil {
 		wg.Go(func() { link.LogStats(ctx, gl.stats, log) })
 	}
+	if err := obs.start(ctx, &wg, observed{st: st, gl: gl, p: p, dhcp: srv, nat: flows, fwd: fwd, flows: table}, log); err != nil {
+		stop()
+		wg.Wait()
+		return err
+	}
+	obs.serving.Store(true)
 	log.Info("masq ready", "gateway", p.gateway4, "gateway6", p.gateway6, "guest", p.dhcp.GuestIP, "mtu", p.mtu,
 		"dhcpv6", p.dhcp6 != nil, "ra", p.ra != nil)
 	if ready != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
@@ -23,6 +24,8 @@ type Server struct {
 	guestMAC net.HardwareAddr
 	opts     optionSets
 	log      *slog.Logger
+	stats    *stats
+	leaseFor time.Duration // the lease time granted, for Stats
 
 	// broadcast is where Serve sends what destination broadcasts:
 	// limitedBroadcast() in production, a loopback socket in tests.
@@ -36,6 +39,10 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dhcp config: %w", err)
 	}
+	lease, err := leaseTime(cfg.LeaseTime)
+	if err != nil {
+		return nil, fmt.Errorf("dhcp config: %w", err)
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -45,6 +52,8 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 		guestMAC:  cfg.GuestMAC,
 		opts:      opts,
 		log:       log,
+		stats:     new(stats),
+		leaseFor:  lease,
 		broadcast: limitedBroadcast(),
 	}, nil
 }
@@ -97,10 +106,12 @@ func (s *Server) handle(conn net.PacketConn, pkt []byte, from net.Addr) {
 	req, err := dhcpv4.FromBytes(pkt)
 	if err != nil {
 		s.log.Debug("dhcp: unparsable packet", "from", from, "len", len(pkt), "err", err)
+		s.stats.ignored.Add(1)
 		return
 	}
 	reply := s.Reply(req)
 	s.logEvent(req, reply)
+	s.stats.count(req, reply, s.accepts(req), s.leaseFor)
 	if reply == nil {
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/masqnet/masq/flowtable"
 	"github.com/masqnet/masq/internal/relay"
 	"github.com/masqnet/masq/ports"
 )
@@ -67,6 +68,9 @@ type Config struct {
 	Now func() time.Time
 	// Logger logs one line per event; nil discards.
 	Logger *slog.Logger
+	// Flows is the flow table the forwarded flows are listed and counted
+	// in; nil means a table of its own.
+	Flows *flowtable.Table
 }
 
 // withDefaults fills the zero fields of c and checks what must be set.
@@ -97,6 +101,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Flows == nil {
+		c.Flows = flowtable.New(c.Now)
 	}
 	return c, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/masqnet/masq/flowtable"
 	"github.com/masqnet/masq/internal/relay"
 	"github.com/masqnet/masq/ports"
 	"github.com/masqnet/masq/stack"
@@ -54,6 +55,7 @@ type inSocket struct {
 	proto  ports.Protocol
 	family Family
 	port   uint16
+	local  netip.AddrPort // the socket's own address
 }
 
 // v6 reports whether the socket is an IPv6 one (its peer addresses and
@@ -181,12 +183,14 @@ func (f *Forwarder) bind(proto ports.Protocol, fam Family, port uint16) error {
 	if err != nil {
 		return err
 	}
+	var local netip.AddrPort
 	if sa, err := unix.Getsockname(sock.fd); err == nil {
 		if _, ok := sa.(*unix.SockaddrInet4); ok {
 			fam = IPv4 // what the pod gave, whatever was asked
 		}
+		local = relay.AddrPort(sa)
 	}
-	s := &inSocket{sock: sock, fd: sock.fd, proto: proto, family: fam, port: port}
+	s := &inSocket{sock: sock, fd: sock.fd, proto: proto, family: fam, port: port, local: local}
 	ready := func() { f.accept(s) }
 	if proto == ports.UDP {
 		ready = func() { f.readUDP(s) }
@@ -305,8 +309,13 @@ func (f *Forwarder) forwardTCP(fd int, client netip.AddrPort, s *inSocket) {
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetKeepAlive(true) // a client that vanished must not hold the flow forever
 	}
+	entry := f.cfg.Flows.Open(flowtable.TCP, flowtable.Inbound, dst, client)
+	defer f.cfg.Flows.Close(entry)
+	entry.SetLocal(flowtable.AddrPortOf(conn.LocalAddr()))
 	ctx, cancel := context.WithTimeout(f.ctx, f.cfg.DialTimeout)
+	start := time.Now()
 	ep, wq, err := f.st.DialTCP(ctx, src, dst)
+	f.cfg.Flows.ObserveDial(flowtable.Inbound, time.Since(start), err == nil)
 	cancel()
 	if err != nil {
 		f.stats.refused.Add(1)
@@ -315,6 +324,7 @@ func (f *Forwarder) forwardTCP(fd int, client netip.AddrPort, s *inSocket) {
 		return
 	}
 	flow := relay.NewTCP(f.cfg.Pool, ep, wq, conn)
+	flow.Account(entry)
 	if !f.reg.Track(flow) {
 		flow.Abort()
 		flow.Close()

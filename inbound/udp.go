@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/masqnet/masq/flowtable"
 	"github.com/masqnet/masq/stack"
 )
 
@@ -36,7 +37,8 @@ type inFlow struct {
 	sock       *inSocket
 	client     netip.AddrPort // the real client, for replies
 	sender     *stack.Sender  // to the guest, from seen
-	lastActive int64          // Config.Now in Unix ns; guarded by udpFlows.mu
+	flow       *flowtable.Entry
+	lastActive int64 // Config.Now in Unix ns; guarded by udpFlows.mu
 }
 
 func newUDPFlows(cfg Config, st *stack.Stack, stats *counters) *udpFlows {
@@ -75,11 +77,15 @@ func (u *udpFlows) fromClient(s *inSocket, client netip.AddrPort, payload []byte
 			return
 		}
 		f = &inFlow{sock: s, client: client, sender: sender}
+		f.flow = u.cfg.Flows.Open(flowtable.UDP, flowtable.Inbound,
+			netip.AddrPortFrom(u.cfg.guestFor(seen.Addr()), s.port), client)
+		f.flow.SetLocal(s.local)
 		u.flows[key] = f
 		u.active.Store(int32(len(u.flows)))
 		u.stats.udp.Add(1)
 	}
 	f.lastActive = u.cfg.Now().UnixNano()
+	f.flow.ToGuest.Add(len(payload), f.lastActive) // before the send: what the guest saw is counted
 	f.sender.WriteUDP(seen.Port(), s.port, payload)
 }
 
@@ -97,6 +103,7 @@ func (u *udpFlows) toClient(src, dst netip.AddrPort, payload []byte) bool {
 		return false
 	}
 	f.lastActive = u.cfg.Now().UnixNano()
+	f.flow.FromGuest.Add(len(payload), f.lastActive) // before the send: what the client saw is counted
 	if err := sendTo(f.sock.fd, payload, f.client, f.sock.v6()); err != nil {
 		u.stats.udpSendFailed.Add(1)
 	}
@@ -111,6 +118,7 @@ func (u *udpFlows) expire(now time.Time) int {
 	for k, f := range u.flows {
 		if time.Duration(now.UnixNano()-f.lastActive) > u.cfg.UDPIdleTimeout {
 			f.sender.Close()
+			u.cfg.Flows.Close(f.flow)
 			delete(u.flows, k)
 			ended++
 		}
@@ -126,6 +134,7 @@ func (u *udpFlows) close() {
 	u.closed = true
 	for k, f := range u.flows {
 		f.sender.Close()
+		u.cfg.Flows.Close(f.flow)
 		delete(u.flows, k)
 	}
 	u.active.Store(0)

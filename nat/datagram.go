@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/masqnet/masq/flowtable"
 	"github.com/masqnet/masq/internal/relay"
 	"github.com/masqnet/masq/stack"
 )
@@ -38,6 +39,7 @@ type datagramEnv struct {
 	bufs  *relay.Pool
 	now   func() time.Time
 	log   *slog.Logger
+	flows *flowtable.Table // lists and counts the flows
 	proto datagramProto
 	stats flowCounters
 	errs  *guestErrors // relays the pod sockets' ICMP errors
@@ -151,6 +153,7 @@ func (t *datagramTable) flow(src, dst netip.AddrPort) (*datagramFlow, error) {
 	}
 	t.flows[key] = f
 	t.env.stats.opened.Add(1)
+	f.account(dst)
 	go f.readLoop() // tracked above: the registry waits for it
 	return f, nil
 }

@@ -2,12 +2,14 @@ package nat
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/masqnet/masq/flowtable"
 	"github.com/masqnet/masq/stack"
 )
 
@@ -23,6 +25,7 @@ type datagramFlow struct {
 	conn  UDPConn
 	ready *podReadiness
 	idle  time.Duration
+	flow  *flowtable.Entry // set before the flow sends or reads
 
 	lastActive atomic.Int64 // Config.Now at the last packet, in Unix ns
 	// ended is set when the read loop has ended on its own (the socket
@@ -92,12 +95,14 @@ func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort, quote 
 		}
 		f.peers[dst.Addr()] = seen
 		f.env.peers.Add(1) // under f.mu, so release takes back exactly what was added
+		f.flow.AddRemote()
 	}
 	if quote != nil {
 		f.keepQuoteLocked(f.quoteKey(dst, payload), quote)
 	}
 	f.mu.Unlock()
-	f.touch()
+	now := f.touch()
+	f.flow.Count(true).Add(len(payload), now) // before the send: what the peer saw is counted
 	df := dontFragment(quote)
 	err = f.write(payload, dst, ttl, df)
 	if _, ok := f.conn.(ErrorConn); ok && err != nil && isPodError(err) && !errors.Is(err, syscall.EMSGSIZE) {
@@ -162,6 +167,7 @@ func (f *datagramFlow) readLoop() {
 			s.Close()
 		}
 		f.release()
+		f.env.flows.Close(f.flow)
 		f.ended.Store(true)
 		f.env.reg.Untrack(f)
 	}()
@@ -200,12 +206,28 @@ func (f *datagramFlow) reply(payload []byte, from netip.AddrPort, senders map[ne
 		}
 		senders[src.Addr()] = s
 	}
-	f.touch()
+	f.flow.Count(false).Add(len(payload), f.touch()) // before the send: what the guest saw is counted
 	f.env.proto.reply(s, src, f.src, payload)
 }
 
-// touch records activity now.
-func (f *datagramFlow) touch() { f.lastActive.Store(f.env.now().UnixNano()) }
+// touch records activity now and returns now in Unix ns.
+func (f *datagramFlow) touch() int64 {
+	now := f.env.now().UnixNano()
+	f.lastActive.Store(now)
+	return now
+}
+
+// account lists the flow, first sent toward dst, in the flow table.
+func (f *datagramFlow) account(dst netip.AddrPort) {
+	kind := flowtable.UDP
+	if f.env.proto.echo() {
+		kind = flowtable.ICMP
+	}
+	f.flow = f.env.flows.Open(kind, flowtable.Outbound, f.src, dst)
+	if la, ok := f.conn.(interface{ LocalAddr() net.Addr }); ok {
+		f.flow.SetLocal(flowtable.AddrPortOf(la.LocalAddr()))
+	}
+}
 
 // idleSince returns how long the flow has been idle at now.
 func (f *datagramFlow) idleSince(now time.Time) time.Duration {

@@ -14,6 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
+	"github.com/masqnet/masq/flowtable"
 	"github.com/masqnet/masq/internal/relay"
 	"github.com/masqnet/masq/stack"
 )
@@ -102,6 +103,9 @@ type Config struct {
 	InboundReply func(src, dst netip.AddrPort, payload []byte) bool
 	// Logger logs one line per event; nil discards.
 	Logger *slog.Logger
+	// Flows is the flow table the NAT's flows are listed and counted in;
+	// nil means a table of its own (Flows() returns it).
+	Flows *flowtable.Table
 }
 
 // withDefaults fills the zero fields of c.
@@ -137,6 +141,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Flows == nil {
+		c.Flows = flowtable.New(c.Now)
 	}
 	return c
 }
@@ -191,7 +198,7 @@ func New(st *stack.Stack, cfg Config) (*NAT, error) {
 		bucket: newTokenBucket(errorRate, errorBurst), sent: &c.icmpErrors, limited: &c.icmpErrorsLimited}
 	tm := idleTimeouts{udp: cfg.UDPIdleTimeout, short: cfg.DNSIdleTimeout}
 	env := func(proto datagramProto, stats flowCounters) *datagramEnv {
-		return &datagramEnv{pod: cfg.Pod, st: st, reg: n.reg, bufs: n.bufs, now: cfg.Now, log: n.log,
+		return &datagramEnv{pod: cfg.Pod, st: st, reg: n.reg, bufs: n.bufs, now: cfg.Now, log: n.log, flows: cfg.Flows,
 			proto: proto, stats: stats, errs: n.errs, idle: func(dst netip.AddrPort) time.Duration { return tm.idle(proto.echo(), dst) }}
 	}
 	n.udp = newDatagramTable(env(udpProto{}, flowCounters{&c.udpLimited, &c.udpOpened, &c.udpExpired,

@@ -2,7 +2,9 @@ package nat
 
 import (
 	"context"
+	"time"
 
+	"github.com/masqnet/masq/flowtable"
 	"github.com/masqnet/masq/internal/relay"
 
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -74,8 +76,12 @@ func (n *NAT) forwardTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	defer n.cfg.TCPLimit.Release()
+	entry := n.cfg.Flows.Open(flowtable.TCP, flowtable.Outbound, src, d.Dst)
+	defer n.cfg.Flows.Close(entry)
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.DialTimeout)
+	start := time.Now()
 	pod, err := n.dialTCP(ctx, r.ID(), d.Dst)
+	n.cfg.Flows.ObserveDial(flowtable.Outbound, time.Since(start), err == nil)
 	cancel()
 	// Taken after the dial: the guest's SYN retransmissions meanwhile
 	// find the quote kept and add nothing.
@@ -105,6 +111,8 @@ func (n *NAT) forwardTCP(r *tcp.ForwarderRequest) {
 	}
 	r.Complete(false)
 	f := relay.NewTCP(n.bufs, ep, &wq, pod)
+	entry.SetLocal(flowtable.AddrPortOf(pod.LocalAddr()))
+	f.Account(entry)
 	if !n.reg.Track(f) {
 		f.Abort()
 		f.Close()

@@ -64,6 +64,7 @@ func newRootCommand() *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	root.AddCommand(newRunCommand(), newKubevirtCommand(), newVersionCommand())
 	root.AddCommand(newCaptureCommand())
+	root.AddCommand(newStatusCommand(), newFlowsCommand())
 	return root
 }
 

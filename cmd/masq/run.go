@@ -49,6 +49,8 @@ type runFlags struct {
 	raInterval   time.Duration
 	pcap         string
 	pcapMaxBytes string
+	control      string
+	metrics      string
 }
 
 // newRunCommand builds `masq run`.
@@ -106,6 +108,8 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.allowGateway, "allow-gateway-to-pod", false, "let the guest reach the pod's loopback services at the gateway's address")
 	fs.StringVar(&f.pcap, "pcap", "", "record every frame on the guest's link, both ways, into the pcap `FILE` (for tcpdump -r, Wireshark), up to --pcap-max-bytes")
 	fs.StringVar(&f.pcapMaxBytes, "pcap-max-bytes", fmt.Sprint(masq.DefaultPCAPMaxBytes>>20, "MiB"), "`SIZE` cap of each packet capture (--pcap's, each masq capture's): bytes, or KiB, MiB, GiB")
+	fs.StringVar(&f.control, "control", "", "serve status, flows and metrics (HTTP, JSON) on this unix socket, mode 0600; read it with `masq status` and `masq flows`")
+	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus /metrics, /healthz and /readyz on this TCP address, e.g. 127.0.0.1:9090 or :9090")
 }
 
 // config turns the flags into a validated masq.Config.
@@ -155,6 +159,7 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 	if cfg.PCAPMaxBytes, err = parsePCAPMaxBytes(f.pcapMaxBytes); err != nil {
 		return cfg, err
 	}
+	cfg.Control, cfg.Metrics, cfg.Version = f.control, f.metrics, version
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if err := cfg.Validate(); err != nil {
 		return cfg, err

@@ -29,3 +29,9 @@ func (l *Limit) Release() { l.open.Add(^uint64(0)) }
 
 // Limited returns how many connections Reserve turned down.
 func (l *Limit) Limited() uint64 { return l.limited.Load() }
+
+// Open returns how many connections hold a place.
+func (l *Limit) Open() int { return int(l.open.Load()) }
+
+// Max returns the bound.
+func (l *Limit) Max() int { return int(l.max) }

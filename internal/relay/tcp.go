@@ -6,11 +6,15 @@ import (
 	"net"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/masqnet/masq/flowtable"
 )
 
 // TCP is one proxied TCP connection: the guest's side is a gVisor
@@ -23,6 +27,7 @@ type TCP struct {
 	guest     *guestConn
 	pod       *podConn
 	resetOnce sync.Once
+	flow      *flowtable.Entry // counts the bytes; nil: nobody does
 }
 
 // halfConn is one side of a TCP as the copy loop sees it.
@@ -45,23 +50,43 @@ func NewTCP(bufs *Pool, ep tcpip.Endpoint, wq *waiter.Queue, pod net.Conn) *TCP 
 	return &TCP{bufs: bufs, guest: newGuestConn(bufs, ep, wq), pod: newPodConn(bufs, pod)}
 }
 
+// Account makes e count the bytes Splice copies and the guest side's
+// segments, and marks it established. It must be called before Splice.
+func (f *TCP) Account(e *flowtable.Entry) {
+	f.flow = e
+	e.SetSegments(f.segments)
+	e.SetEstablished()
+}
+
+// segments returns the segments the guest's endpoint received and sent.
+func (f *TCP) segments() (fromGuest, toGuest uint64) {
+	if s, ok := f.guest.ep.Stats().(*tcp.Stats); ok {
+		return s.SegmentsReceived.Value(), s.SegmentsSent.Value()
+	}
+	return 0, 0
+}
+
 // Splice copies both ways until both directions have ended, then closes
 // both sides.
 func (f *TCP) Splice() {
 	var wg sync.WaitGroup
-	wg.Go(func() { f.copy(f.guest, f.pod) })
-	f.copy(f.pod, f.guest)
+	wg.Go(func() { f.copy(f.guest, f.pod, f.flow.Count(false)) })
+	f.copy(f.pod, f.guest, f.flow.Count(true))
 	wg.Wait()
 	f.Close()
 }
 
 // copy moves bytes from src to dst until src's EOF, which it passes on as
-// a FIN, or an error on either side, which resets both.
-func (f *TCP) copy(dst, src halfConn) {
+// a FIN, or an error on either side, which resets both. count (nil: none)
+// counts what it moved.
+func (f *TCP) copy(dst, src halfConn, count *flowtable.Half) {
 	for {
 		b, nr, rerr := src.read()
 		var werr error
 		if nr > 0 {
+			// Counted before the write, so that what the receiver saw is
+			// always counted.
+			count.AddBytes(nr, time.Now().UnixNano())
 			_, werr = dst.Write((*b)[:nr])
 		}
 		f.bufs.Put(b)
@@ -70,6 +95,7 @@ func (f *TCP) copy(dst, src halfConn) {
 			f.Abort()
 			return
 		case rerr == io.EOF:
+			count.Fin()
 			dst.closeWrite()
 			return
 		}
