@@ -76,3 +76,45 @@ func TestPCAPReadByTcpdump(t *testing.T) {
 		t.Logf("tcpdump -r:\n%s", out)
 	}
 }
+
+// TestLiveCapture: `masq capture --control SOCK --seconds N > FILE` on a
+// running masq records N seconds of the guest's link (here its pings of
+// the gateway) as a pcap tcpdump reads; and masq, stopped in the middle
+// of a live capture, still exits at once and cleanly.
+func TestLiveCapture(t *testing.T) {
+	requireTool(t, "tcpdump", "tcpdump")
+	requireTool(t, "ping", "iputils-ping")
+	tp := newTopology(t, 1500)
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	m := startMasq(t, tp, "masq", "--control", sock)
+	guestStatic4(t, tp)
+	file := filepath.Join(t.TempDir(), "live.pcap")
+	done := make(chan struct{})
+	var code int
+	var out string
+	go func() {
+		defer close(done)
+		code, out = runBounded(cmdTimeout, "sh", "-c", masqBinary(t)+" capture --control "+sock+" --seconds 3 > "+file)
+	}()
+	time.Sleep(500 * time.Millisecond) // the capture has begun
+	ping(t, tp, gateway4, 3)
+	<-done
+	if code != 0 {
+		t.Fatalf("masq capture exited %d:\n%s", code, out)
+	}
+	dump, err := command("tcpdump", "-n", "-r", file)
+	if err != nil || !strings.Contains(dump, "ICMP echo request") || !strings.Contains(dump, "ICMP echo reply") {
+		t.Errorf("tcpdump -r of the live capture: %v; want the guest's echo request and reply:\n%s", err, dump)
+	}
+
+	// A capture of a minute, cut short by masq's stop.
+	go runBounded(cmdTimeout, "sh", "-c", masqBinary(t)+" capture --control "+sock+" --seconds 60 > /dev/null")
+	time.Sleep(500 * time.Millisecond)
+	start := time.Now()
+	if code := m.stop(t); code != 0 {
+		t.Errorf("masq exited %d when stopped during a live capture", code)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("masq took %v to stop during a live capture", took)
+	}
+}
