@@ -37,6 +37,7 @@ type series struct {
 // verdict is how flat a series stayed over the judged window.
 type verdict struct {
 	mean, min, max float64
+	drift          float64 // the least-squares line's change across the window
 	flat           bool
 	n              int
 }
@@ -67,9 +68,9 @@ func main() {
 		if !v.flat {
 			state = "NOT flat"
 		}
-		fmt.Printf("%-8s last %.0f s (%d samples): mean %.1f %s, min %.1f, max %.1f (%+.1f%% / %+.1f%%): %s within %.0f%%\n",
-			s.name, *flatSeconds, v.n, v.mean*s.scale, s.unit, v.min*s.scale, v.max*s.scale,
-			pct(v.min, v.mean), pct(v.max, v.mean), state, *tolerance*100)
+		fmt.Printf("%-8s last %.0f s (%d samples): mean %.1f %s, trend %+.1f%% across the window: %s within %.0f%% (spread: min %.1f, max %.1f: %+.1f%% / %+.1f%%)\n",
+			s.name, *flatSeconds, v.n, v.mean*s.scale, s.unit, pct(v.mean+v.drift, v.mean), state, *tolerance*100,
+			v.min*s.scale, v.max*s.scale, pct(v.min, v.mean), pct(v.max, v.mean))
 	}
 	if *pngPath != "" {
 		if err := drawChart(*pngPath, secs, ss, *flatSeconds); err != nil {
@@ -128,25 +129,31 @@ func read(r io.Reader) ([]float64, []*series, error) {
 	return secs, ss, nil
 }
 
-// judge tells whether v stayed within tol of its mean over the samples of
-// the last window seconds.
+// judge tells whether v had no trend beyond tol of its mean over the
+// samples of the last window seconds.
 func judge(secs, v []float64, window, tol float64) verdict {
 	end := secs[len(secs)-1]
 	out := verdict{min: math.Inf(1), max: math.Inf(-1)}
-	var sum float64
+	var st, sv, stt, stv float64
+	first := end
 	for i, t := range secs {
 		if t < end-window {
 			continue
 		}
-		sum += v[i]
+		first = min(first, t)
+		st, sv, stt, stv = st+t, sv+v[i], stt+t*t, stv+t*v[i]
 		out.n++
 		out.min, out.max = min(out.min, v[i]), max(out.max, v[i])
 	}
 	if out.n == 0 {
 		return out
 	}
-	out.mean = sum / float64(out.n)
-	out.flat = out.max <= out.mean*(1+tol) && out.min >= out.mean*(1-tol)
+	n := float64(out.n)
+	out.mean = sv / n
+	if d := n*stt - st*st; d > 0 {
+		out.drift = (n*stv - st*sv) / d * (end - first)
+	}
+	out.flat = math.Abs(out.drift) <= tol*out.mean
 	return out
 }
 

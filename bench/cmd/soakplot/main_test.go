@@ -14,7 +14,8 @@ func TestJudge(t *testing.T) {
 	}{
 		{"flat after a climb", []float64{10, 100, 102, 98, 101, 99}, true},
 		{"still climbing", []float64{10, 100, 110, 120, 130, 140}, false},
-		{"one spike", []float64{10, 100, 100, 100, 130, 100}, false},
+		{"a spike in the middle", []float64{10, 100, 100, 130, 100, 100}, true},
+		{"a slow leak", []float64{10, 100, 103, 106, 109, 112}, false},
 	} {
 		v := judge(secs, c.v, 400, 0.10)
 		if v.flat != c.flat || v.n != 5 {
