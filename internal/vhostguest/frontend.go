@@ -97,9 +97,9 @@ type Queue struct {
 	Kick, Call       int // eventfds
 }
 
-// memSize is the guest memory: rings and buffers of two queues of 256
+// MemSize is the guest memory: rings and buffers of two queues of 256
 // entries (the transmit buffers 64 KiB each) fit with room to spare.
-const memSize = 64 << 20
+const MemSize = 64 << 20
 
 // Dial connects to a back-end at path and sets up the device as QEMU
 // does, the queues started and enabled. Everything is released when the
@@ -134,10 +134,10 @@ func Connect(tb testing.TB, path string) *Frontend {
 	if err != nil {
 		tb.Fatalf("memfd: %v", err)
 	}
-	if err := unix.Ftruncate(memfd, memSize); err != nil {
+	if err := unix.Ftruncate(memfd, MemSize); err != nil {
 		tb.Fatalf("memfd size: %v", err)
 	}
-	mem, err := unix.Mmap(memfd, 0, memSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	mem, err := unix.Mmap(memfd, 0, MemSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		tb.Fatalf("mmap guest memory: %v", err)
 	}

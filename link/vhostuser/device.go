@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"math/bits"
+	"net"
 	"os"
+	"runtime/debug"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -91,7 +92,19 @@ func (d *device) unlockAll() {
 
 // serve handles the front-end's messages until its connection ends (nil)
 // or it breaks the protocol (an error).
-func (d *device) serve() error {
+func (d *device) serve() (err error) {
+	// The rings' used index is read here when a queue starts: a fault on
+	// guest memory ends the session (see faultGuard).
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if _, ok := r.(interface{ Addr() uintptr }); !ok {
+				panic(r)
+			}
+			d.e.stats.faults.Add(1)
+			err = fmt.Errorf("guest memory faulted: %v", r)
+		}
+	}()
 	for {
 		m, err := d.conn.read()
 		if err != nil {
@@ -436,4 +449,21 @@ func (d *device) reset() {
 func (d *device) release() {
 	d.reset()
 	d.wg.Wait()
+}
+
+// faultGuard, deferred by the data path with debug.SetPanicOnFault on,
+// turns a fault on guest memory (a front-end that shrank the file behind
+// a mapping: SIGBUS) into the session's end instead of masq's crash. Any
+// other panic goes on.
+func (d *device) faultGuard(restore bool) {
+	debug.SetPanicOnFault(restore)
+	r := recover()
+	if r == nil {
+		return
+	}
+	if _, ok := r.(interface{ Addr() uintptr }); !ok {
+		panic(r)
+	}
+	d.e.stats.faults.Add(1)
+	d.conn.c.Close() // serve ends the session
 }

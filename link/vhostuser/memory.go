@@ -54,6 +54,15 @@ func mapRegion(d regionDesc, fd int) (region, error) {
 	if d.size > maxRegionSize {
 		return region{}, fmt.Errorf("size %#x beyond %#x", d.size, uint64(maxRegionSize))
 	}
+	// A mapping past the file's end faults on access (SIGBUS): refuse it.
+	// A file shrunk later is caught by the data path (see faultGuard).
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return region{}, fmt.Errorf("stat: %w", err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFREG && uint64(st.Size) < d.offset+d.size {
+		return region{}, fmt.Errorf("offset %#x + size %#x past the file's end (%#x)", d.offset, d.size, st.Size)
+	}
 	mapping, err := unix.Mmap(fd, int64(pageOff), int(lead+d.size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return region{}, fmt.Errorf("mmap %#x bytes at offset %#x: %w", lead+d.size, pageOff, err)

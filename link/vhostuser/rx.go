@@ -2,6 +2,7 @@ package vhostuser
 
 import (
 	"encoding/binary"
+	"runtime/debug"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -23,6 +24,7 @@ func (d *device) writePackets(pkts []*stack.PacketBuffer) bool {
 	if !q.started || !q.enabled {
 		return false
 	}
+	defer d.faultGuard(debug.SetPanicOnFault(true))
 	r := &q.ring
 	for _, pkt := range pkts {
 		d.rxFrame(r, pkt)

@@ -38,6 +38,9 @@ type Stats struct {
 	// buffers than the queue holds, or named a chain head beyond it: the
 	// whole batch is skipped.
 	RingErrors uint64
+	// Faults counts sessions ended because guest memory faulted under
+	// masq (a front-end shrank a region's file after sharing it).
+	Faults uint64
 	// Sessions counts the front-end connections served.
 	Sessions uint64
 	// SessionErrors counts front-end connections ended by a protocol
@@ -49,7 +52,7 @@ type Stats struct {
 type counters struct {
 	fromGuestBadChain, fromGuestMalformed, fromGuestBadChecksum atomic.Uint64
 	toGuestNoBuffers, toGuestBadChain, toGuestNoOffload         atomic.Uint64
-	toGuestNoGuest, ringErrors, sessions, sessionErrors         atomic.Uint64
+	toGuestNoGuest, ringErrors, sessions, sessionErrors, faults atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -64,6 +67,7 @@ func (c *counters) snapshot() Stats {
 		RingErrors:           c.ringErrors.Load(),
 		Sessions:             c.sessions.Load(),
 		SessionErrors:        c.sessionErrors.Load(),
+		Faults:               c.faults.Load(),
 	}
 }
 

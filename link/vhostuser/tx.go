@@ -2,6 +2,7 @@ package vhostuser
 
 import (
 	"os"
+	"runtime/debug"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -37,6 +38,7 @@ func (d *device) drainTX() {
 	if !q.started {
 		return
 	}
+	defer d.faultGuard(debug.SetPanicOnFault(true))
 	r := &q.ring
 	for {
 		n, ok := r.pending()
