@@ -44,8 +44,8 @@ type Driver struct {
 
 	tsoTo, tsoFrom, merged, to, from, bad atomic.Uint64
 
-	txFree []uint16 // transmit chain heads not in flight
-	txUsed uint16   // the next transmit used entry to reclaim
+	txFree  []uint16 // transmit chain heads not in flight
+	txUsed  uint16   // the next transmit used entry to reclaim
 	txAvail uint16
 }
 

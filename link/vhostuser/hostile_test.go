@@ -14,7 +14,7 @@ import (
 
 // rawGuest is a guest driver that writes its rings by hand.
 type rawGuest struct {
-	t      *testing.T
+	t      testing.TB
 	f      *vhostguest.Frontend
 	avail  [2]uint16 // each queue's avail index
 	served *countingDispatcher
@@ -22,7 +22,7 @@ type rawGuest struct {
 	path   string
 }
 
-func newRawGuest(t *testing.T) *rawGuest {
+func newRawGuest(t testing.TB) *rawGuest {
 	e, d, path := listen(t)
 	f := vhostguest.Dial(t, path, vhostguest.Options{})
 	return &rawGuest{t: t, f: f, served: d, e: e, path: path}
@@ -37,10 +37,14 @@ func (g *rawGuest) offer(q int, head uint16) {
 	g.f.Kick(qq)
 }
 
-// broadcastFrame is a 60-byte broadcast Ethernet frame of an unknown type.
+// broadcastHeader is the Ethernet header of a broadcast frame of an
+// unknown type.
+const broadcastHeader = "\xff\xff\xff\xff\xff\xff\x52\x54\x00\x12\x34\x56\x88\xb5"
+
+// broadcastFrame is a 60-byte broadcast Ethernet frame.
 func broadcastFrame() []byte {
 	f := make([]byte, 60)
-	copy(f, "\xff\xff\xff\xff\xff\xff\x52\x54\x00\x12\x34\x56\x88\xb5")
+	copy(f, broadcastHeader)
 	return f
 }
 

@@ -3,6 +3,7 @@ package vhostuser
 import (
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -55,3 +56,6 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		}
 	}
 }
+
+// fdFile wraps fd as an *os.File (taking ownership of it).
+func fdFile(fd int) *os.File { return os.NewFile(uintptr(fd), "fuzz") }

@@ -15,15 +15,15 @@ import (
 // request is a front-end's request type.
 type request uint32
 
-// The requests masq knows. Any other is answered as unsupported.
+// The requests masq serves. Any other is refused (a nack, with
+// REPLY_ACK); those of features masq does not offer (dirty logging, RARP,
+// MTU, multiqueue) never come.
 const (
 	reqGetFeatures         request = 1
 	reqSetFeatures         request = 2
 	reqSetOwner            request = 3
 	reqResetOwner          request = 4
 	reqSetMemTable         request = 5
-	reqSetLogBase          request = 6
-	reqSetLogFD            request = 7
 	reqSetVringNum         request = 8
 	reqSetVringAddr        request = 9
 	reqSetVringBase        request = 10
@@ -35,8 +35,6 @@ const (
 	reqSetProtocolFeatures request = 16
 	reqGetQueueNum         request = 17
 	reqSetVringEnable      request = 18
-	reqSendRARP            request = 19
-	reqNetSetMTU           request = 20
 	reqResetDevice         request = 34
 )
 
@@ -122,12 +120,11 @@ const deviceFeatures = featVersion1 | featNetMrgRxbuf | featNetCsum | featNetGue
 
 // Protocol feature bits.
 const (
-	protoMQ       = 1 << 0 // VHOST_USER_PROTOCOL_F_MQ
 	protoReplyAck = 1 << 3 // VHOST_USER_PROTOCOL_F_REPLY_ACK
 )
 
-// deviceProtocolFeatures is what masq offers: acks on demand. MQ stays
-// off: one queue pair.
+// deviceProtocolFeatures is what masq offers: acks on demand. MQ
+// (VHOST_USER_PROTOCOL_F_MQ) stays off: one queue pair.
 const deviceProtocolFeatures = protoReplyAck
 
 // numQueues is the device's queue count: receive (0) and transmit (1).
@@ -149,7 +146,7 @@ const (
 // maxRegions is the most memory regions a table may have.
 const maxRegions = 8
 
-// header is a message's header.
+// msgHeader is a message's header.
 type msgHeader struct {
 	req   request
 	flags uint32

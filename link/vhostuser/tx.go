@@ -118,21 +118,24 @@ func (d *device) txFrame(r *vring, head uint16) {
 	d.e.deliver(hdr[0], frame, tail)
 }
 
-// sink is where a chain's bytes go: the parts, in order.
+// sink is where a chain's bytes go: the parts, in order. (It keeps an
+// offset rather than reslicing its parts, which would move them, and the
+// header array behind the first, to the heap.)
 type sink struct {
 	parts [3][]byte
-	i     int
+	i     int // the part being filled
+	off   int // how much of it is
 }
 
 // write copies what fits of b and returns how much it took.
 func (s *sink) write(b []byte) int {
 	n := 0
 	for n < len(b) && s.i < len(s.parts) {
-		k := copy(s.parts[s.i], b[n:])
-		s.parts[s.i] = s.parts[s.i][k:]
+		k := copy(s.parts[s.i][s.off:], b[n:])
+		s.off += k
 		n += k
-		if len(s.parts[s.i]) == 0 {
-			s.i++
+		if s.off == len(s.parts[s.i]) {
+			s.i, s.off = s.i+1, 0
 		}
 	}
 	return n
@@ -140,8 +143,8 @@ func (s *sink) write(b []byte) int {
 
 // full says whether every part was filled.
 func (s *sink) full() bool {
-	for ; s.i < len(s.parts); s.i++ {
-		if len(s.parts[s.i]) != 0 {
+	for ; s.i < len(s.parts); s.i, s.off = s.i+1, 0 {
+		if s.off != len(s.parts[s.i]) {
 			return false
 		}
 	}

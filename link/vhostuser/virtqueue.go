@@ -45,8 +45,7 @@ var (
 // 16-bit fields the other side writes concurrently can be read and
 // written with 32-bit atomics.
 type vring struct {
-	num      uint16 // a power of two; 0 means 32768 does not fit: see size
-	size     uint32 // the queue's size, 1..32768
+	size     uint32 // the queue's size: a power of two, 1..32768
 	desc     []byte
 	avail    []byte
 	availAt  int // where the avail ring starts in avail (0 or 2)
@@ -61,7 +60,7 @@ type vring struct {
 // newVring translates a queue's three parts through mem: ok is false when
 // one lies outside guest memory or is misaligned.
 func newVring(mem *memTable, size uint32, a vringAddr, eventIdx bool) (vring, bool) {
-	v := vring{num: uint16(size), size: size, eventIdx: eventIdx}
+	v := vring{size: size, eventIdx: eventIdx}
 	extra := uint64(0)
 	if eventIdx {
 		extra = 2 // used_event after the avail ring, avail_event after the used ring
