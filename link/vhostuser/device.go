@@ -28,6 +28,9 @@ type device struct {
 	// every queue's lock held.
 	mem    *memTable
 	queues [numQueues]queue
+	// rxWait holds the frames waiting for receive buffers; guarded by the
+	// receive queue's lock.
+	rxWait backlog
 	wg     sync.WaitGroup // the transmit queue's worker
 }
 
@@ -397,8 +400,9 @@ func closeFD(fd int) {
 }
 
 // start starts q with kick as the driver's kick eventfd (taking ownership
-// of it), stopping it first if it runs. The transmit queue gets a worker
-// that drains it on each kick.
+// of it), stopping it first if it runs. A worker drains the queue on each
+// kick: the guest's frames from the transmit queue, the frames waiting for
+// buffers into the receive queue.
 func (d *device) start(q *queue, kick int) error {
 	d.stop(q)
 	if kick < 0 {
@@ -416,11 +420,13 @@ func (d *device) start(q *queue, kick int) error {
 		return err
 	}
 	q.kick = f
-	if q == &d.queues[txQueue] {
-		done := make(chan struct{})
-		q.done = done
-		d.wg.Go(func() { defer close(done); d.txWorker(f) })
+	drain := d.drainTX
+	if q == &d.queues[rxQueue] {
+		drain = d.drainRX
 	}
+	done := make(chan struct{})
+	q.done = done
+	d.wg.Go(func() { defer close(done); d.worker(f, drain) })
 	return nil
 }
 
@@ -433,6 +439,9 @@ func (d *device) reset() {
 	d.lockAll()
 	old := d.mem
 	d.mem, d.features, d.protocol = nil, 0, 0
+	if n := d.rxWait.clear(); n > 0 {
+		d.e.stats.toGuestNoGuest.Add(uint64(n))
+	}
 	for i := range d.queues {
 		q := &d.queues[i]
 		closeFD(q.call)

@@ -14,9 +14,56 @@ import (
 // it offered, after their virtio-net header; with mergeable buffers a
 // frame spans as many as it needs.
 
-// writePackets writes frames into the guest's receive buffers and
-// notifies it once for the batch. It returns false when the receive queue
-// does not run (nothing was written, nothing counted).
+// rxBacklog is how many frames wait for receive buffers when the guest
+// has none free: as deep as a tap's queue (txqueuelen 1000), so that a
+// burst of TSO segments larger than the ring (256 buffers of 4 KiB hold
+// 15 of them) waits for the guest to catch up instead of being dropped
+// and retransmitted. The frames share their memory with the stack's send
+// queues, which bound it.
+const rxBacklog = 1024
+
+// backlog is a FIFO of frames waiting for receive buffers, each holding
+// a reference. Its array is allocated once per session.
+type backlog struct {
+	pkts       []*stack.PacketBuffer // rxBacklog slots
+	head, size int
+}
+
+func (b *backlog) push(pkt *stack.PacketBuffer) bool {
+	if b.pkts == nil {
+		b.pkts = make([]*stack.PacketBuffer, rxBacklog)
+	}
+	if b.size == len(b.pkts) {
+		return false
+	}
+	b.pkts[(b.head+b.size)%len(b.pkts)] = pkt.IncRef()
+	b.size++
+	return true
+}
+
+func (b *backlog) front() *stack.PacketBuffer { return b.pkts[b.head] }
+
+func (b *backlog) pop() {
+	b.pkts[b.head].DecRef()
+	b.pkts[b.head] = nil
+	b.head = (b.head + 1) % len(b.pkts)
+	b.size--
+}
+
+// clear drops every frame, returning how many there were.
+func (b *backlog) clear() int {
+	n := b.size
+	for b.size > 0 {
+		b.pop()
+	}
+	return n
+}
+
+// writePackets writes frames into the guest's receive buffers, after the
+// frames already waiting, and notifies the guest once for the batch. A
+// frame with no buffer to take it waits in the backlog for the guest's
+// kick; when that is full, it is dropped and counted. It returns false
+// when the receive queue does not run (nothing written, nothing counted).
 func (d *device) writePackets(pkts []*stack.PacketBuffer) bool {
 	q := &d.queues[rxQueue]
 	q.mu.Lock()
@@ -26,21 +73,77 @@ func (d *device) writePackets(pkts []*stack.PacketBuffer) bool {
 	}
 	defer d.faultGuard(debug.SetPanicOnFault(true))
 	r := &q.ring
+	d.flushBacklog(r)
 	for _, pkt := range pkts {
-		d.rxFrame(r, pkt)
+		if d.rxWait.size > 0 || d.rxFrame(r, pkt) == rxNoBuffer {
+			if !d.rxWait.push(pkt) {
+				d.e.stats.toGuestNoBuffers.Add(1)
+			}
+		}
 	}
+	d.waitForBuffers(r)
 	if r.publish() {
 		notify(q.call)
 	}
 	return true
 }
 
+// drainRX writes the frames waiting in the backlog, on the guest's kick
+// (new receive buffers).
+func (d *device) drainRX() {
+	q := &d.queues[rxQueue]
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.started || !q.enabled {
+		return
+	}
+	defer d.faultGuard(debug.SetPanicOnFault(true))
+	r := &q.ring
+	d.flushBacklog(r)
+	d.waitForBuffers(r)
+	if r.publish() {
+		notify(q.call)
+	}
+}
+
+// flushBacklog writes the waiting frames while buffers last.
+func (d *device) flushBacklog(r *vring) {
+	for d.rxWait.size > 0 && d.rxFrame(r, d.rxWait.front()) != rxNoBuffer {
+		d.rxWait.pop()
+	}
+}
+
+// waitForBuffers, when frames wait, asks the guest to kick at its next
+// receive buffer (EVENT_IDX; without it, the guest kicks at every one),
+// then writes the frames that buffers offered meanwhile take. It stops
+// when a frame still finds too few: the next kick retries.
+func (d *device) waitForBuffers(r *vring) {
+	for d.rxWait.size > 0 && r.eventIdx {
+		r.setAvailEvent(r.lastAvail)
+		if n, ok := r.pending(); !ok || n == 0 {
+			return
+		}
+		waiting := d.rxWait.size
+		if d.flushBacklog(r); d.rxWait.size == waiting {
+			return
+		}
+	}
+}
+
+// rxResult is what became of a frame for the guest.
+type rxResult int
+
+const (
+	rxDone     rxResult = iota // written, or dropped and counted
+	rxNoBuffer                 // no receive buffer: nothing written
+)
+
 // rxFrame writes one frame. A frame that does not fit the buffers offered
 // is dropped and counted, and the buffers stay offered.
-func (d *device) rxFrame(r *vring, pkt *stack.PacketBuffer) {
+func (d *device) rxFrame(r *vring, pkt *stack.PacketBuffer) rxResult {
 	if !d.offloadsFor(pkt) {
 		d.e.stats.toGuestNoOffload.Add(1)
-		return
+		return rxDone
 	}
 	hl := d.hdrLen()
 	var hdr [12]byte
@@ -55,22 +158,21 @@ func (d *device) rxFrame(r *vring, pkt *stack.PacketBuffer) {
 			// One buffer, too small: leave it for a smaller frame.
 			r.lastAvail, r.usedIdx = availAt, usedAt
 			d.e.stats.toGuestNoBuffers.Add(1)
-			return
+			return rxDone
 		}
 		if n, ok := r.pending(); !ok || n == 0 {
+			r.lastAvail, r.usedIdx = availAt, usedAt
 			if !ok {
 				d.e.stats.ringErrors.Add(1)
-			} else {
-				d.e.stats.toGuestNoBuffers.Add(1)
+				return rxDone
 			}
-			r.lastAvail, r.usedIdx = availAt, usedAt
-			return
+			return rxNoBuffer
 		}
 		head := r.pop()
 		if uint32(head) >= r.size {
 			d.e.stats.ringErrors.Add(1)
 			d.returnEmpty(r, availAt, usedAt)
-			return
+			return rxDone
 		}
 		want := 0 // the first buffer holds the header
 		if nbufs == 0 {
@@ -80,7 +182,7 @@ func (d *device) rxFrame(r *vring, pkt *stack.PacketBuffer) {
 		if err != nil {
 			d.e.stats.toGuestBadChain.Add(1)
 			d.returnEmpty(r, availAt, usedAt)
-			return
+			return rxDone
 		}
 		if nbufs == 0 {
 			first = hb
@@ -91,6 +193,7 @@ func (d *device) rxFrame(r *vring, pkt *stack.PacketBuffer) {
 	if hl == 12 {
 		binary.LittleEndian.PutUint16(first[10:], nbufs)
 	}
+	return rxDone
 }
 
 // returnEmpty drops the frame being written: every chain popped for it

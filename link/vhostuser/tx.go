@@ -16,16 +16,16 @@ import (
 // segment with its Ethernet header and some slack.
 const maxFrame = 1<<16 + header.EthernetMinimumSize + 256
 
-// txWorker drains the transmit queue on each of the driver's kicks until
-// kick is closed.
-func (d *device) txWorker(kick *os.File) {
+// worker drains a queue on each of the driver's kicks until kick is
+// closed.
+func (d *device) worker(kick *os.File, drain func()) {
 	var b [8]byte
-	d.drainTX() // buffers offered before the kick fd came
+	drain() // buffers offered before the kick fd came
 	for {
 		if _, err := kick.Read(b[:]); err != nil {
 			return
 		}
-		d.drainTX()
+		drain()
 	}
 }
 

@@ -1,0 +1,39 @@
+package e2e
+
+import (
+	"testing"
+)
+
+// vhostUserArgs are QEMU's arguments for a virtio-net device whose
+// back-end is masq's vhost-user socket at sock: the guest's memory in a
+// shared memfd (vhost-user needs it shared), the netdev on the socket.
+func vhostUserArgs(sock string) []string {
+	return []string{
+		"-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-numa", "node,memdev=mem",
+		"-chardev", "socket,id=vu0,path=" + sock,
+		"-netdev", "vhost-user,id=" + vmNetdevID + ",chardev=vu0",
+	}
+}
+
+// TestVMVhostUser: QEMU's virtio-net device with masq as its vhost-user
+// back-end: the guest gets its lease with the MTU, fetches 16 MiB whole,
+// serves a forwarded port; then QEMU is killed, a new one (the guest
+// booting again, fresh rings) connects to the same masq and is served.
+func TestVMVhostUser(t *testing.T) {
+	buildVMGuest(t)
+	tp := newTopology(t, 1500)
+	srv := blobServer(t, tp)
+	sock := t.TempDir() + "/vhost.sock"
+	argv := []string{"netns", "exec", tp.Pod, masqBinary(t), "run", "--vhost-user", sock,
+		"--ports", fwdPort, "--log-level", "debug"}
+	startProc(t, "masq", "ip", argv...).waitReady(t, readyLine, readyTimeout)
+	vm := startVM(t, tp.Pod, vhostUserArgs(sock), vmActions()...)
+	vmServes(t, tp, srv, vm, 1500)
+	vm.kill()
+	again := startVM(t, tp.Pod, vhostUserArgs(sock), "masq.hold=0")
+	lease := again.waitVM(t, "lease", vmLeaseTimeout)
+	if field(lease, "ip") != guest4+"/24" {
+		t.Fatalf("the restarted VM's lease: %s", lease)
+	}
+	again.waitVM(t, "done", vmExitTimeout)
+}
