@@ -117,6 +117,7 @@ func (d *device) serve() (err error) {
 			return fmt.Errorf("read message: %w", err)
 		}
 		reply, err := d.handle(&m)
+		d.e.log.Debug("vhost-user request", "request", m.req, "flags", m.flags, "size", m.size, "fds", len(m.fds), "err", err)
 		m.closeFDs()
 		if errors.Is(err, errMessage) {
 			return err
