@@ -1,7 +1,13 @@
 package e2e
 
 import (
+	"context"
+	"os"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/masqnet/masq/kubevirt/hook"
 )
 
 // vhostUserArgs are QEMU's arguments for a virtio-net device whose
@@ -40,4 +46,46 @@ func TestVMVhostUser(t *testing.T) {
 		t.Fatalf("the restarted VM's lease: %s", lease)
 	}
 	again.waitVM(t, "done", vmExitTimeout)
+}
+
+// TestVMKubevirtSidecarVhostUser: the binding's vhost-user form. The
+// sidecar, given --vhost-user, answers OnDefineDomain with a vhostuser
+// interface on its socket and shared memfd memory, having started masq
+// listening there; a QEMU guest connected as libvirt would for that
+// interface gets its lease, fetches the blob and serves the forwarded port.
+func TestVMKubevirtSidecarVhostUser(t *testing.T) {
+	buildVMGuest(t)
+	tp := newTopology(t, 1500)
+	srv := blobServer(t, tp)
+	dir := t.TempDir()
+	sock, vhost := dir+"/masq.sock", dir+"/masq-vhost.sock"
+	side := startProc(t, "sidecar", "ip", "netns", "exec", tp.Pod, masqBinary(t), "kubevirt", "sidecar",
+		"--hook-socket", sock, "--vhost-user="+vhost, "--log-level", "debug")
+	side.waitReady(t, "serving KubeVirt's hook API", readyTimeout)
+
+	domain, err := os.ReadFile("../testdata/kubevirt/domain-basic.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := hook.NewClient(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := c.OnDefineDomain(ctx, domain, []byte(sidecarVMI))
+	if err != nil {
+		t.Fatalf("OnDefineDomain: %v\nsidecar:\n%s", err, side.log())
+	}
+	for _, want := range []string{`<interface type="vhostuser">`, `path="` + vhost + `" mode="client"`,
+		`<source type="memfd"/>`, `<access mode="shared"/>`} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("the hook's domain lacks %s:\n%s", want, out)
+		}
+	}
+	// What libvirt runs for that <interface type='vhostuser'> and memfd
+	// memory backing.
+	vm := startVM(t, tp.Pod, vhostUserArgs(vhost), vmActions()...)
+	vmServes(t, tp, srv, vm, 1500)
 }
