@@ -475,5 +475,6 @@ func (d *device) faultGuard(restore bool) {
 		panic(r)
 	}
 	d.e.stats.faults.Add(1)
+	d.e.log.Warn("vhost-user: guest memory faulted (a region's file shrank?); ending the session", "err", r)
 	d.conn.c.Close() // serve ends the session
 }
