@@ -186,11 +186,10 @@ func (d *Driver) reclaimTX() {
 func (d *Driver) receiveLoop(call *os.File) {
 	f, q := d.f, d.f.Queues[0]
 	var b [8]byte
-	frame := make([]byte, 0, 1<<17)
 	var used, avail uint16 = 0, uint16(q.Size)
 	for {
 		for end := f.UsedIdx(q); used != end; {
-			frame, used = d.receive(frame[:0], used, end)
+			used = d.receive(used, end)
 		}
 		f.SetUsedEvent(q, used)
 		if f.UsedIdx(q) != used {
@@ -216,15 +215,16 @@ func (d *Driver) receiveLoop(call *os.File) {
 	}
 }
 
-// receive makes one frame of the used entries from used (up to end) and
-// returns the next entry.
-func (d *Driver) receive(frame []byte, used, end uint16) ([]byte, uint16) {
+// receive makes one frame of the used entries from used (up to end),
+// copying each buffer once into the stack's views, and returns the next
+// entry.
+func (d *Driver) receive(used, end uint16) uint16 {
 	f, q := d.f, d.f.Queues[0]
 	head, n := f.Used(q, used)
 	used++
 	if int(head) >= q.Size || int(n) > q.BufSize || n < 12 {
 		d.bad.Add(1)
-		return frame, used
+		return used
 	}
 	buf := f.Buf(q, int(head))
 	hdr := buf[:12]
@@ -235,25 +235,31 @@ func (d *Driver) receive(frame []byte, used, end uint16) ([]byte, uint16) {
 	if hdr[1] != 0 {
 		d.tsoTo.Add(1)
 	}
-	frame = append(frame, buf[12:n]...)
+	payload := buffer.MakeWithView(buffer.NewViewWithData(buf[12:n]))
 	for i := uint16(1); i < nbufs; i++ {
-		for used == end {
-			end = f.UsedIdx(q) // the rest is published with the first
+		for spins := 0; used == end; spins++ {
+			if spins > 1e6 { // the rest is published with the first: never
+				d.bad.Add(1)
+				payload.Release()
+				return used
+			}
+			end = f.UsedIdx(q)
 		}
 		head, n := f.Used(q, used)
 		used++
 		if int(head) >= q.Size || int(n) > q.BufSize {
 			d.bad.Add(1)
-			return frame, used
+			payload.Release()
+			return used
 		}
-		frame = append(frame, f.Buf(q, int(head))[:n]...)
+		payload.Append(buffer.NewViewWithData(f.Buf(q, int(head))[:n]))
 	}
 	if nbufs > 1 {
 		d.merged.Add(1)
 	}
 	d.to.Add(1)
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
 	d.ch.InjectInbound(0, pkt)
 	pkt.DecRef()
-	return frame, used
+	return used
 }
