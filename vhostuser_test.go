@@ -60,8 +60,8 @@ func TestVhostUserDHCPLease(t *testing.T) {
 	checkLease(t, exchange(t, c, bcast, req), dhcpv4.MessageTypeAck)
 }
 
-// echoServer listens on the pod's loopback and echoes every connection.
-func echoServer(t *testing.T) uint16 {
+// echoEveryConn listens on the pod's loopback and echoes every connection.
+func echoEveryConn(t *testing.T) uint16 {
 	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -114,7 +114,7 @@ func echo16MiB(t *testing.T, g *memguest.Guest, port uint16) {
 }
 
 func TestVhostUserTCPEcho16MiBWithTSO(t *testing.T) {
-	port := echoServer(t)
+	port := echoEveryConn(t)
 	path := startVhostUser(t, 1500)
 	_, d := vhostGuest(t, path, 1500)
 	echo16MiB(t, d.Guest, port)
@@ -131,7 +131,7 @@ func TestVhostUserTCPEcho16MiBWithTSO(t *testing.T) {
 // TestVhostUserReconnect: QEMU goes away (its connection ends) and a new
 // one, with fresh guest memory and rings, is served as the first was.
 func TestVhostUserReconnect(t *testing.T) {
-	port := echoServer(t)
+	port := echoEveryConn(t)
 	path := startVhostUser(t, 1500)
 	f1, d1 := vhostGuest(t, path, 1500)
 	_ = d1
