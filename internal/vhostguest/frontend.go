@@ -240,13 +240,17 @@ func MemTable(regions ...Region) []byte {
 // MemFD returns the guest memory's memfd (for a test's own memory table).
 func (f *Frontend) MemFD() int { return f.memfd }
 
-// StartQueue sets a queue's size, addresses, base, call and kick, and
-// enables it.
-func (f *Frontend) StartQueue(q *Queue) {
+// StartQueue sets a queue's size, addresses, base (0), call and kick,
+// and enables it.
+func (f *Frontend) StartQueue(q *Queue) { f.tb.Helper(); f.StartQueueAt(q, 0) }
+
+// StartQueueAt is StartQueue with the avail ring resuming at base, as
+// QEMU restarts a queue it stopped with GET_VRING_BASE.
+func (f *Frontend) StartQueueAt(q *Queue, base int) {
 	f.tb.Helper()
 	f.MustSend(ReqSetVringNum, VringState(q.Index, q.Size))
 	f.MustSend(ReqSetVringAddr, VringAddr(q.Index, UVABase+uint64(q.Desc), UVABase+uint64(q.Use), UVABase+uint64(q.Avail)))
-	f.MustSend(ReqSetVringBase, VringState(q.Index, 0))
+	f.MustSend(ReqSetVringBase, VringState(q.Index, base))
 	f.MustSendFDs(ReqSetVringCall, u64(uint64(q.Index)), q.Call)
 	f.MustSendFDs(ReqSetVringKick, u64(uint64(q.Index)), q.Kick)
 	if f.Features&FeatProtocolFeatures != 0 {
@@ -296,6 +300,14 @@ func (f *Frontend) GetVringBase(index int) int {
 		f.tb.Fatalf("GET_VRING_BASE: reply %x: %v", p, err)
 	}
 	return int(binary.LittleEndian.Uint32(p[4:]))
+}
+
+// ClearRings zeroes q's rings, as a guest's driver lays them out afresh
+// after a device reset.
+func (f *Frontend) ClearRings(q *Queue) {
+	clear(f.Mem[q.Desc : q.Desc+16*q.Size])
+	clear(f.Mem[q.Avail : q.Avail+6+2*q.Size])
+	clear(f.Mem[q.Use : q.Use+6+8*q.Size])
 }
 
 // MustSend sends a request and, with REPLY_ACK, fails the test unless

@@ -3,6 +3,7 @@ package vhostuser
 import (
 	"encoding/binary"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -347,5 +348,41 @@ func TestReceiveBacklogLargeFrame(t *testing.T) {
 	waitFor(t, "the segment written into 16 buffers", func() bool { return g.f.UsedIdx(q) == (65000+12+4095)/4096 })
 	if s := g.e.Stats(); s.ToGuestNoBuffers != 0 {
 		t.Fatalf("dropped: %+v", s)
+	}
+}
+
+// TestQueueStopAndRestart: GET_VRING_BASE stops a queue and tells where
+// its avail ring stopped; restarted at that base the queue goes on (QEMU
+// stopping and starting the device), restarted at 0 on zeroed rings it
+// starts over (the guest's driver reset, a reboot).
+func TestQueueStopAndRestart(t *testing.T) {
+	g := newRawGuest(t)
+	q := g.f.Queues[txQueue]
+	for i := range 3 {
+		g.sendGood(i)
+	}
+	if base := g.f.GetVringBase(txQueue); base != 3 {
+		t.Fatalf("GET_VRING_BASE = %d, want 3", base)
+	}
+	// Stopped: a kick moves nothing.
+	before := g.served.n.Load()
+	g.offer(txQueue, 5)
+	time.Sleep(50 * time.Millisecond)
+	if g.served.n.Load() != before {
+		t.Fatal("a stopped queue delivered a frame")
+	}
+	g.avail[txQueue]-- // take the offer back
+	g.f.SetAvailIdx(q, g.avail[txQueue])
+	g.f.StartQueueAt(q, 3)
+	g.sendGood(4)
+
+	// A reset: zeroed rings, base 0.
+	g.f.GetVringBase(txQueue)
+	g.f.ClearRings(q)
+	g.avail[txQueue] = 0
+	g.f.StartQueueAt(q, 0)
+	g.sendGood(0)
+	if s := g.e.Stats(); s.RingErrors+s.FromGuestBadChain != 0 {
+		t.Fatalf("errors counted: %+v", s)
 	}
 }
