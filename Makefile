@@ -73,6 +73,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzNeighborFilter$$' -fuzztime $(FUZZTIME) ./stack/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./ports/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseManifest$$' -fuzztime $(FUZZTIME) ./kubevirt/
+	$(GO) test -run '^$$' -fuzz '^FuzzMessages$$' -fuzztime $(FUZZTIME) ./link/vhostuser/
+	$(GO) test -run '^$$' -fuzz '^FuzzChains$$' -fuzztime $(FUZZTIME) ./link/vhostuser/
 
 lint: $(STATICCHECK)
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); \

@@ -58,6 +58,12 @@ type Config struct {
 	// SocketMode is the unix socket file's permission bits; 0 means 0600.
 	SocketMode fs.FileMode
 
+	// VhostUser, when set, is the guest's link instead of a tap: a unix
+	// socket path where masq listens as the vhost-user back-end of QEMU's
+	// virtio-net device (see vhostuser.Endpoint), the file made with
+	// SocketMode. Tap is then ignored.
+	VhostUser string
+
 	// PodInterface is the pod's interface whose MTU the guest gets. Empty
 	// means the interface of the default route.
 	PodInterface string
@@ -181,6 +187,12 @@ func (c Config) Validate() error {
 }
 
 func (c Config) validateLink() error {
+	if c.VhostUser != "" {
+		if err := c.validateVhostUser(); err != nil {
+			return err
+		}
+		return c.validatePodInterface()
+	}
 	if c.Attach != "" && !c.Socket.IsZero() {
 		return errors.New("--attach and --socket exclude each other: attach an interface or listen for QEMU")
 	}
@@ -237,6 +249,24 @@ func (c Config) validateSocket() error {
 	case a.IsTCP() && c.Ports != nil && a.TCP.Port() != 0 &&
 		(c.Ports.Contains(ports.TCP, a.TCP.Port())):
 		return fmt.Errorf("--ports forwards %d/tcp, which --socket %s listens on; drop it from --ports or listen on another port", a.TCP.Port(), a)
+	}
+	return nil
+}
+
+// validateVhostUser checks a set VhostUser against the other fields; an
+// error names the flags.
+func (c Config) validateVhostUser() error {
+	switch {
+	case !c.Socket.IsZero():
+		return errors.New("--vhost-user and --socket exclude each other: the guest has one link")
+	case c.Attach != "":
+		return errors.New("--vhost-user and --attach exclude each other: the guest has one link")
+	case c.TapFD >= 0:
+		return errors.New("--vhost-user and --tap-fd exclude each other: the guest has one link")
+	case c.GuestNetns != "":
+		return errors.New("--guest-netns cannot be used with --vhost-user: it names the tap's namespace, and a socket has none")
+	case c.SocketMode&^fs.ModePerm != 0:
+		return fmt.Errorf("--socket-mode %o: permission bits only (0 to 0777)", c.SocketMode)
 	}
 	return nil
 }

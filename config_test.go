@@ -44,6 +44,12 @@ func TestValidate(t *testing.T) {
 		{"socket path", func(c *Config) { c.Socket = link.SocketAddr{Path: "/run/masq/vm.sock"} }, ""},
 		{"socket tcp", func(c *Config) { c.Socket = link.SocketAddr{TCP: netip.MustParseAddrPort("127.0.0.1:5555")} }, ""},
 		{"socket with tap fd", func(c *Config) { c.Socket = link.SocketAddr{Path: "/s"}; c.TapFD = 3 }, "--tap-fd and --socket exclude each other"},
+		{"vhost-user", func(c *Config) { c.VhostUser = "/run/masq/vhost.sock" }, ""},
+		{"vhost-user with socket", func(c *Config) { c.VhostUser = "/v"; c.Socket = link.SocketAddr{Path: "/s"} }, "--vhost-user and --socket exclude each other"},
+		{"vhost-user with attach", func(c *Config) { c.VhostUser = "/v"; c.Attach = "veth0" }, "--vhost-user and --attach exclude each other"},
+		{"vhost-user with tap fd", func(c *Config) { c.VhostUser = "/v"; c.TapFD = 3 }, "--vhost-user and --tap-fd exclude each other"},
+		{"vhost-user with netns", func(c *Config) { c.VhostUser = "/v"; c.GuestNetns = "/run/netns/x" }, "--guest-netns cannot be used with --vhost-user"},
+		{"vhost-user mode bits", func(c *Config) { c.VhostUser = "/v"; c.SocketMode = 0o4700 }, "--socket-mode"},
 		{"socket with netns", func(c *Config) { c.Socket = link.SocketAddr{Path: "/s"}; c.GuestNetns = "/run/netns/x" }, "--guest-netns cannot be used with --socket"},
 		{"socket mode bits", func(c *Config) { c.Socket = link.SocketAddr{Path: "/s"}; c.SocketMode = 0o4700 }, "--socket-mode"},
 		{"socket port forwarded", func(c *Config) {

@@ -23,6 +23,7 @@ import (
 	"github.com/masqnet/masq/inbound"
 	"github.com/masqnet/masq/internal/relay"
 	"github.com/masqnet/masq/link"
+	"github.com/masqnet/masq/link/vhostuser"
 	"github.com/masqnet/masq/nat"
 	"github.com/masqnet/masq/ports"
 	"github.com/masqnet/masq/stack"
@@ -164,7 +165,7 @@ func serve(ctx context.Context, st *stack.Stack, gl *guestLink, p runPlan, pod P
 // runs on and what Run closes after the stack.
 type guestLink struct {
 	ep      gstack.LinkEndpoint
-	kind    string // "tap", "attach", "socket"
+	kind    string // "tap", "attach", "socket", "vhost-user"
 	name    string // for logs
 	offload bool   // frames carry virtio-net headers with TSO
 	stats   func() link.Stats
@@ -174,6 +175,9 @@ type guestLink struct {
 // openGuestLink opens the guest's link as cfg says; closed is called when
 // the link fails for good.
 func openGuestLink(cfg Config, mtu uint32, closed func(error)) (*guestLink, error) {
+	if cfg.VhostUser != "" {
+		return openVhostUser(cfg, mtu, closed)
+	}
 	if cfg.Attach != "" {
 		return openAttached(cfg, mtu, closed)
 	}
@@ -249,6 +253,17 @@ func openSocket(cfg Config, mtu uint32, closed func(error)) (*guestLink, error) 
 	}
 	return &guestLink{ep: s, kind: "socket", name: name, stats: s.Stats,
 		close: func() error { s.Close(); return nil }}, nil
+}
+
+// openVhostUser listens for the guest's QEMU as its vhost-user back-end.
+func openVhostUser(cfg Config, mtu uint32, closed func(error)) (*guestLink, error) {
+	e, err := vhostuser.Listen(vhostuser.Config{Path: cfg.VhostUser, Mode: cfg.SocketMode, MTU: mtu,
+		Logger: cfg.Logger, Closed: closed})
+	if err != nil {
+		return nil, fmt.Errorf("--vhost-user: %w", err)
+	}
+	return &guestLink{ep: e, kind: "vhost-user", name: cfg.VhostUser, offload: true, stats: e.LinkStats,
+		close: func() error { e.Close(); return nil }}, nil
 }
 
 // closeTapFD closes an inherited tap fd that Run will not adopt: Run owns

@@ -46,11 +46,11 @@ func TestBadFlags(t *testing.T) {
 	}
 }
 
-// TestNoLinkFlag: masq names the four guest links when given none.
+// TestNoLinkFlag: masq names the five guest links when given none.
 func TestNoLinkFlag(t *testing.T) {
 	code, out := runBounded(5*time.Second, masqBinary(t), "run")
-	if code != 2 || !strings.Contains(out, "--tap NAME, --tap-fd N, --attach NAME or --socket") {
-		t.Errorf("masq run with no link exited %d:\n%s\nwant 2 and the four links named", code, out)
+	if code != 2 || !strings.Contains(out, "--tap NAME, --tap-fd N, --attach NAME, --socket PATH|tcp:IP:PORT or --vhost-user PATH") {
+		t.Errorf("masq run with no link exited %d:\n%s\nwant 2 and the five links named", code, out)
 	}
 }
 

@@ -24,7 +24,19 @@ type DomainOptions struct {
 
 	// Port is masq's TCP port on 127.0.0.1; 0 is DefaultPort.
 	Port uint16
+
+	// VhostUser, when set, makes the interface vhost-user instead: QEMU
+	// connects to masq's vhost-user socket at this path (in the hooks
+	// directory, which the sidecar and the compute container share) and
+	// the domain's memory becomes shared memfd, which vhost-user needs
+	// (see InsertVhostUserInterface). Port is then unused.
+	VhostUser string
 }
+
+// DefaultVhostUserSocket is where the sidecar's masq listens for QEMU
+// with the vhost-user binding: the hooks directory is the one the
+// sidecar shares with virt-launcher's compute container.
+const DefaultVhostUserSocket = "/var/run/kubevirt-hooks/masq-vhost.sock"
 
 // AddInterface is the domain transformation of masq's network binding
 // plugin, a pure function. Given the libvirt domain XML KubeVirt generated
@@ -46,7 +58,12 @@ func AddInterface(domainXML, vmi []byte, opts DomainOptions) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("VMI: %w", err)
 	}
-	out, err := InsertInterface(domainXML, in, port)
+	var out []byte
+	if opts.VhostUser != "" {
+		out, err = InsertVhostUserInterface(domainXML, in, opts.VhostUser)
+	} else {
+		out, err = InsertInterface(domainXML, in, port)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("domain XML: %w", err)
 	}
@@ -63,6 +80,42 @@ func InsertInterface(domainXML []byte, in BoundInterface, port uint16) ([]byte, 
 	if port == 0 {
 		return nil, errors.New("port 0: want masq's TCP port, 1 to 65535")
 	}
+	head := `<interface type="client">`
+	source := fmt.Sprintf(`<source address="127.0.0.1" port="%d"/>`, port)
+	return spliceInterface(domainXML, in, func(newline, step string) string {
+		return interfaceXML(in, head, source, newline, step)
+	})
+}
+
+// InsertVhostUserInterface is InsertInterface for the vhost-user form:
+// a vhostuser <interface> whose QEMU connects (mode "client") to masq's
+// socket at path, and the domain's memory shared memfd, without which
+// QEMU cannot share it: a <memoryBacking> is added as <devices>' sibling,
+// or the one there gets <source type="memfd"/> (unless its source is a
+// file or memfd already) and <access mode="shared"/>, keeping the rest
+// (hugepages, say). Calling it twice changes nothing more.
+func InsertVhostUserInterface(domainXML []byte, in BoundInterface, path string) ([]byte, error) {
+	if path == "" || !strings.HasPrefix(path, "/") {
+		return nil, fmt.Errorf("vhost-user socket %q: want an absolute path", path)
+	}
+	if !strings.HasPrefix(in.Model, "virtio") {
+		return nil, fmt.Errorf("interface %q: model %s: vhost-user serves only a virtio NIC", in.Name, in.Model)
+	}
+	head := `<interface type="vhostuser">`
+	source := fmt.Sprintf(`<source type="unix" path="%s" mode="client"/>`, escape(path))
+	out, err := spliceInterface(domainXML, in, func(newline, step string) string {
+		return interfaceXML(in, head, source, newline, step)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return shareMemory(out)
+}
+
+// spliceInterface puts the <interface> render makes (given the newline
+// and indentation before each child line, and the indentation step) in
+// domainXML as InsertInterface says.
+func spliceInterface(domainXML []byte, in BoundInterface, render func(newline, step string) string) ([]byte, error) {
 	sp, err := scanDomain(domainXML, "ua-"+in.Name)
 	if err != nil {
 		return nil, err
@@ -77,18 +130,23 @@ func InsertInterface(domainXML []byte, in BoundInterface, port uint16) ([]byte, 
 	var elem string
 	switch {
 	case !pretty: // XML on one line stays so
-		elem = interfaceXML(in, port, "", "")
+		elem = render("", "")
 	case at == end: // </devices> on its own line: the element gets lines of
 		// its own before it, one level (two spaces, KubeVirt's) deeper
 		child := indent + "  "
-		at, end, elem = lineStart, lineStart, child+InterfaceXML(in, port, child)+"\n"
+		at, end, elem = lineStart, lineStart, child+render("\n"+child, "  ")+"\n"
 	default: // the old element's first line keeps its indentation
-		elem = InterfaceXML(in, port, indent)
+		elem = render("\n"+indent, "  ")
 	}
-	out := make([]byte, 0, len(domainXML)-(end-at)+len(elem))
-	out = append(out, domainXML[:at]...)
+	return splice(domainXML, at, end, elem), nil
+}
+
+// splice returns data with data[at:end] replaced by elem.
+func splice(data []byte, at, end int, elem string) []byte {
+	out := make([]byte, 0, len(data)-(end-at)+len(elem))
+	out = append(out, data[:at]...)
 	out = append(out, elem...)
-	return append(out, domainXML[end:]...), nil
+	return append(out, data[end:]...)
 }
 
 // InterfaceXML renders in's <interface> (without a trailing newline) with
@@ -100,20 +158,22 @@ func InsertInterface(domainXML []byte, in BoundInterface, port uint16) ([]byte, 
 // libvirt refuses on a "client" interface: the guest learns the MTU from
 // masq's DHCP (option 26).
 func InterfaceXML(in BoundInterface, port uint16, indent string) string {
-	return interfaceXML(in, port, "\n"+indent, "  ")
+	return interfaceXML(in, `<interface type="client">`,
+		fmt.Sprintf(`<source address="127.0.0.1" port="%d"/>`, port), "\n"+indent, "  ")
 }
 
-// interfaceXML renders in's <interface> with newline (a newline and the
-// element's indentation, or "" for XML on one line) before each child,
-// indented by step more, and before the end tag.
-func interfaceXML(in BoundInterface, port uint16, newline, step string) string {
+// interfaceXML renders in's <interface>, its start tag head and its
+// first child source, with newline (a newline and the element's
+// indentation, or "" for XML on one line) before each child, indented by
+// step more, and before the end tag.
+func interfaceXML(in BoundInterface, head, source, newline, step string) string {
 	var b strings.Builder
 	line := func(format string, args ...any) {
 		b.WriteString(newline + step)
 		fmt.Fprintf(&b, format, args...)
 	}
-	b.WriteString(`<interface type="client">`)
-	line(`<source address="127.0.0.1" port="%d"/>`, port)
+	b.WriteString(head)
+	line("%s", source)
 	line(`<model type="%s"/>`, escape(in.Model))
 	if in.MAC != nil {
 		line(`<mac address="%s"/>`, in.MAC)

@@ -230,3 +230,64 @@ func TestDeepDomainRefused(t *testing.T) {
 		t.Fatalf("100,000 levels: %v, want a refusal", err)
 	}
 }
+
+// TestAddInterfaceVhostUserGolden runs AddInterface with the vhost-user
+// binding on each testdata/kubevirt/vhostuser-NAME.xml (with vmi-NAME.json,
+// or vmi-basic.json) and compares the result with vhostuser-NAME.golden:
+// the vhostuser interface and shared memfd memory, whatever memory backing
+// the domain had.
+func TestAddInterfaceVhostUserGolden(t *testing.T) {
+	domains, err := filepath.Glob("../testdata/kubevirt/vhostuser-*.xml")
+	if err != nil || len(domains) == 0 {
+		t.Fatalf("no domain samples: %v", err)
+	}
+	opts := DomainOptions{VhostUser: DefaultVhostUserSocket}
+	for _, path := range domains {
+		name := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(path), "vhostuser-"), ".xml")
+		t.Run(name, func(t *testing.T) {
+			dom := readFile(t, path)
+			vmiPath := filepath.Join(filepath.Dir(path), "vmi-"+name+".json")
+			if _, err := os.Stat(vmiPath); err != nil {
+				vmiPath = filepath.Join(filepath.Dir(path), "vmi-basic.json")
+			}
+			vmi := readFile(t, vmiPath)
+			got, err := AddInterface(dom, vmi, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden := strings.TrimSuffix(path, ".xml") + ".golden"
+			if *update {
+				if err := os.WriteFile(golden, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if want := readFile(t, golden); !bytes.Equal(got, want) {
+				t.Errorf("AddInterface(%s) =\n%s\nwant (%s)\n%s", path, got, golden, want)
+			}
+			checkWellFormed(t, got)
+			for _, want := range []string{`<interface type="vhostuser">`,
+				`<source type="unix" path="` + DefaultVhostUserSocket + `" mode="client"/>`, sharedAccess} {
+				if n := bytes.Count(got, []byte(want)); n != 1 {
+					t.Errorf("%d of %s in the result, want 1", n, want)
+				}
+			}
+			if n := bytes.Count(got, []byte("<memoryBacking")); n != 1 {
+				t.Errorf("%d <memoryBacking> in the result, want 1", n)
+			}
+			again, err := AddInterface(got, vmi, opts)
+			if err != nil || !bytes.Equal(again, got) {
+				t.Errorf("AddInterface twice changed the result again (err %v):\n%s", err, again)
+			}
+		})
+	}
+}
+
+func TestInsertVhostUserInterfaceRefuses(t *testing.T) {
+	dom := readFile(t, "../testdata/kubevirt/domain-basic.xml")
+	if _, err := InsertVhostUserInterface(dom, BoundInterface{Name: "default", Model: "virtio"}, "masq.sock"); err == nil {
+		t.Fatal("a relative socket path was accepted")
+	}
+	if _, err := InsertVhostUserInterface(dom, BoundInterface{Name: "default", Model: "e1000e"}, DefaultVhostUserSocket); err == nil {
+		t.Fatal("an e1000e NIC was given a vhost-user back-end")
+	}
+}

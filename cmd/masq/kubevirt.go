@@ -28,9 +28,10 @@ func newKubevirtCommand() *cobra.Command {
 
 // domainFlags holds the raw values of `masq kubevirt domain`'s flags.
 type domainFlags struct {
-	vmi     string
-	port    uint16
-	binding string
+	vmi       string
+	port      uint16
+	binding   string
+	vhostUser string
 }
 
 // newKubevirtDomainCommand builds `masq kubevirt domain`: the hook's
@@ -53,6 +54,7 @@ func newKubevirtDomainCommand() *cobra.Command {
 	fs := cmd.Flags()
 	fs.StringVar(&f.vmi, "vmi", "", "the VirtualMachineInstance, in JSON (as the hook receives it) or YAML (required)")
 	bindingFlags(fs, &f.port, &f.binding)
+	vhostUserFlag(fs, &f.vhostUser)
 	return cmd
 }
 
@@ -77,7 +79,12 @@ func (f *domainFlags) transform(in io.Reader) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stdin: %w", err)
 	}
-	out, err := kubevirt.InsertInterface(dom, iface, f.port)
+	var out []byte
+	if f.vhostUser != "" {
+		out, err = kubevirt.InsertVhostUserInterface(dom, iface, f.vhostUser)
+	} else {
+		out, err = kubevirt.InsertInterface(dom, iface, f.port)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("stdin: domain XML: %w", err)
 	}
@@ -102,11 +109,19 @@ func bindingFlags(fs *pflag.FlagSet, port *uint16, binding *string) {
 	fs.StringVar(binding, "binding", kubevirt.DefaultBinding, "the binding plugin's name, as the VMI's interface names it")
 }
 
+// vhostUserFlag registers --vhost-user, which chooses the binding's
+// vhost-user form: alone, with kubevirt.DefaultVhostUserSocket.
+func vhostUserFlag(fs *pflag.FlagSet, path *string) {
+	fs.StringVar(path, "vhost-user", "", "the vhost-user form of the binding: QEMU's virtio-net device served by masq's vhost-user socket at this path (alone: "+kubevirt.DefaultVhostUserSocket+"), the domain's memory shared memfd")
+	fs.Lookup("vhost-user").NoOptDefVal = kubevirt.DefaultVhostUserSocket
+}
+
 // hookFlags holds the raw values of `masq kubevirt hook`'s flags.
 type hookFlags struct {
-	socket  string
-	port    uint16
-	binding string
+	socket    string
+	port      uint16
+	binding   string
+	vhostUser string
 }
 
 // newKubevirtHookCommand builds `masq kubevirt hook`: the hook server
@@ -128,12 +143,13 @@ func newKubevirtHookCommand() *cobra.Command {
 			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 			log.Info("serving KubeVirt's hook API", "socket", f.socket, "binding", f.binding, "port", f.port)
-			s := &hook.Server{Domain: kubevirt.DomainOptions{Binding: f.binding, Port: f.port}, Log: log}
+			s := &hook.Server{Domain: kubevirt.DomainOptions{Binding: f.binding, Port: f.port, VhostUser: f.vhostUser}, Log: log}
 			return s.Serve(cmd.Context(), l)
 		},
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&f.socket, "socket", hook.DefaultSocket, "unix socket virt-launcher calls the hook on")
 	bindingFlags(fs, &f.port, &f.binding)
+	vhostUserFlag(fs, &f.vhostUser)
 	return cmd
 }

@@ -43,6 +43,26 @@ func TestKubevirtDomain(t *testing.T) {
 	}
 }
 
+// TestKubevirtDomainVhostUser: --vhost-user alone picks the default
+// socket path and gives the vhost-user form.
+func TestKubevirtDomainVhostUser(t *testing.T) {
+	dom, err := os.ReadFile(samples + "vhostuser-basic.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := execute(t, dom, "kubevirt", "domain", "--vmi", samples+"vmi-basic.json", "--vhost-user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(samples + "vhostuser-basic.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("masq kubevirt domain --vhost-user wrote\n%s\nwant\n%s", got, want)
+	}
+}
+
 func TestKubevirtUsageErrors(t *testing.T) {
 	dom, err := os.ReadFile(samples + "domain-basic.xml")
 	if err != nil {

@@ -32,6 +32,7 @@ type runFlags struct {
 	attach       string
 	socket       string
 	socketMode   string
+	vhostUser    string
 	podInterface string
 	mtu          uint32
 	vmCIDR       string
@@ -90,7 +91,8 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.tapFD, "tap-fd", -1, "inherited, already open tap file descriptor (instead of --tap)")
 	fs.StringVar(&f.attach, "attach", "", "existing interface whose other end is the guest (QEMU's tap, a veth), read with AF_PACKET; needs CAP_NET_RAW (instead of --tap)")
 	fs.StringVar(&f.socket, "socket", "", "listen for QEMU's stream netdev instead of a tap: a unix socket path, or tcp:IP:PORT")
-	fs.StringVar(&f.socketMode, "socket-mode", "0600", "permission bits of the --socket file, in octal")
+	fs.StringVar(&f.socketMode, "socket-mode", "0600", "permission bits of the --socket (or --vhost-user) file, in octal")
+	fs.StringVar(&f.vhostUser, "vhost-user", "", "be the vhost-user back-end of QEMU's virtio-net device, listening on this unix socket path")
 	fs.StringVar(&f.podInterface, "pod-interface", "", "pod interface (default: the interface of the default route)")
 	fs.Uint32Var(&f.mtu, "mtu", 0, fmt.Sprintf("guest MTU, %d..%d (default: the pod interface's MTU)", masq.MinMTU, masq.MaxMTU))
 	fs.StringVar(&f.vmCIDR, "vm-cidr", d.VMCIDR.String(), "guest IPv4 network: gateway is its first address, guest the second")
@@ -115,7 +117,7 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 // config turns the flags into a validated masq.Config.
 func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 	cfg := masq.DefaultConfig()
-	links := []string{"tap", "tap-fd", "attach", "socket"}
+	links := []string{"tap", "tap-fd", "attach", "socket", "vhost-user"}
 	if err := exclusive(fs, links...); err != nil {
 		return cfg, err
 	}
@@ -152,6 +154,11 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 			return cfg, err
 		}
 	}
+	if cfg.VhostUser = f.vhostUser; f.vhostUser != "" {
+		if cfg.SocketMode, err = parseMode(f.socketMode); err != nil {
+			return cfg, err
+		}
+	}
 	cfg.PodInterface, cfg.MTU, cfg.Hostname, cfg.ResolvConf = f.podInterface, f.mtu, f.hostname, f.resolvConf
 	cfg.AllowGatewayToPod, cfg.NoOffload = f.allowGateway, f.noOffload
 	cfg.NoRA, cfg.RAInterval = f.noRA, f.raInterval
@@ -165,7 +172,7 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 		return cfg, err
 	}
 	if !slices.ContainsFunc(links, fs.Changed) {
-		return cfg, errors.New("no guest link: give one of --tap NAME, --tap-fd N, --attach NAME or --socket PATH|tcp:IP:PORT")
+		return cfg, errors.New("no guest link: give one of --tap NAME, --tap-fd N, --attach NAME, --socket PATH|tcp:IP:PORT or --vhost-user PATH")
 	}
 	return cfg, nil
 }

@@ -33,7 +33,7 @@ func newKubevirtSidecarCommand() *cobra.Command {
 	var f hookFlags
 	var level string
 	cmd := &cobra.Command{
-		Use:   "sidecar [--hook-socket PATH] [--port PORT] [--binding NAME]",
+		Use:   "sidecar [--hook-socket PATH] [--port PORT] [--binding NAME] [--vhost-user[=PATH]]",
 		Short: "The binding plugin's sidecar: KubeVirt's hook, and masq serving the VM",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -51,9 +51,10 @@ func newKubevirtSidecarCommand() *cobra.Command {
 			}
 			ctx, cancel := context.WithCancelCause(cmd.Context())
 			defer cancel(nil)
-			s := &sidecar{ctx: ctx, fail: cancel, port: f.port, binding: f.binding, log: log}
-			log.Info("serving KubeVirt's hook API", "socket", f.socket, "binding", f.binding, "port", f.port)
-			srv := &hook.Server{Domain: kubevirt.DomainOptions{Binding: f.binding, Port: f.port}, OnVMI: s.start, Log: log}
+			s := &sidecar{ctx: ctx, fail: cancel, port: f.port, binding: f.binding, vhostUser: f.vhostUser, log: log}
+			log.Info("serving KubeVirt's hook API", "socket", f.socket, "binding", f.binding, "port", f.port, "vhost_user", f.vhostUser)
+			srv := &hook.Server{Domain: kubevirt.DomainOptions{Binding: f.binding, Port: f.port, VhostUser: f.vhostUser},
+				OnVMI: s.start, Log: log}
 			err = srv.Serve(ctx, l)
 			cancel(nil)
 			s.wg.Wait()
@@ -66,17 +67,19 @@ func newKubevirtSidecarCommand() *cobra.Command {
 	fs := cmd.Flags()
 	fs.StringVar(&f.socket, "hook-socket", hook.DefaultSocket, "unix socket virt-launcher calls the hook on")
 	bindingFlags(fs, &f.port, &f.binding)
+	vhostUserFlag(fs, &f.vhostUser)
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
 
 // sidecar runs masq for the VM the hook is told of, once.
 type sidecar struct {
-	ctx     context.Context         // ends when the sidecar stops
-	fail    context.CancelCauseFunc // stops the sidecar when masq fails
-	port    uint16
-	binding string
-	log     *slog.Logger
+	ctx       context.Context         // ends when the sidecar stops
+	fail      context.CancelCauseFunc // stops the sidecar when masq fails
+	port      uint16
+	binding   string
+	vhostUser string // the vhost-user socket's path, or "" for the TCP link
+	log       *slog.Logger
 
 	mu      sync.Mutex
 	running bool // guarded by mu
@@ -97,7 +100,11 @@ func (s *sidecar) start(vmi []byte) error {
 		return fmt.Errorf("the VMI: %w", err)
 	}
 	cfg := masq.DefaultConfig()
-	cfg.Socket = link.SocketAddr{TCP: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), s.port)}
+	if s.vhostUser != "" {
+		cfg.VhostUser = s.vhostUser
+	} else {
+		cfg.Socket = link.SocketAddr{TCP: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), s.port)}
+	}
 	cfg.Ports, cfg.GuestMAC, cfg.Logger = m.Ports, m.MAC, s.log
 	if m.VMCIDR.IsValid() {
 		cfg.VMCIDR = m.VMCIDR

@@ -234,3 +234,17 @@ func (g *Guest) WriteFrame(frame []byte, vnetFlags byte) error {
 	_, err := unix.Write(g.fd, frame)
 	return err
 }
+
+// NewOnLink returns a guest with no addresses whose stack runs on ep, a
+// link endpoint the caller drives (a test's own device driver, say). The
+// guest's stack is destroyed when the test ends, after which release, if
+// not nil, runs.
+func NewOnLink(tb testing.TB, ep stack.LinkEndpoint, release func()) *Guest {
+	tb.Helper()
+	if release == nil {
+		release = func() {}
+	}
+	rec := new(ndpRecorder)
+	s := newStack(tb, ep, rec, release)
+	return &Guest{Stack: s, fd: -1, ndp: rec}
+}
