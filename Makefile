@@ -18,8 +18,10 @@ STATICCHECK := $(CURDIR)/bin/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
 .PHONY: build test unit race allocs e2e vm-guest bench bench-go soak fuzz lint tools demo clean
 
+# Without cgo: a cgo binary cannot drop its capabilities on every thread
+# (package internal/sandbox), and masq needs no C.
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/masq
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/masq
 
 # All tests: lint, unit tests under the race detector, the allocation
 # tests without it, then the namespace tests (they skip when not root).

@@ -155,6 +155,28 @@ type Config struct {
 	// Version is the build's version, which /status and
 	// masq_build_info report.
 	Version string
+
+	// Confine, when set, confines the whole process once setup is
+	// complete (the guest's link open, namespaces entered, forwarded
+	// ports bound): every capability dropped on every thread,
+	// no_new_privs, a seccomp allowlist (package internal/sandbox);
+	// CAP_NET_RAW alone is kept when guest pings go through raw ICMP
+	// sockets (the pod gives no ping socket), which need it. It
+	// cannot be undone, so the command line sets it and an embedder whose
+	// process does other work leaves it off. Run fails, having closed
+	// everything, when the process cannot be confined.
+	Confine bool
+
+	// NoSeccomp, with Confine, installs no seccomp filter (capabilities
+	// and no_new_privs still go): for debugging a call the filter
+	// refuses.
+	NoSeccomp bool
+
+	// SeccompCrash, with Confine, makes a system call outside the
+	// allowlist crash masq with SIGSYS and the calling goroutine's stack
+	// instead of failing with EPERM (the production behaviour): the tests
+	// run so, to prove the allowlist covers every path they take.
+	SeccompCrash bool
 }
 
 // DefaultConfig returns KubeVirt's defaults: tap0 in masq's own namespace,

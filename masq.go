@@ -22,6 +22,7 @@ import (
 	"github.com/masqnet/masq/flowtable"
 	"github.com/masqnet/masq/inbound"
 	"github.com/masqnet/masq/internal/relay"
+	"github.com/masqnet/masq/internal/sandbox"
 	"github.com/masqnet/masq/link"
 	"github.com/masqnet/masq/link/vhostuser"
 	"github.com/masqnet/masq/nat"
@@ -138,6 +139,13 @@ func serve(ctx context.Context, st *stack.Stack, gl *guestLink, p runPlan, pod P
 		wg.Wait()
 		return err
 	}
+	// Every socket, listener and namespace setup needs is open (the
+	// control socket's too): confine the process before it is ready.
+	if err := confine(p.sandbox, flows.RawPing(), log); err != nil {
+		stop()
+		wg.Wait()
+		return err
+	}
 	obs.serving.Store(true)
 	log.Info("masq ready", "gateway", p.gateway4, "gateway6", p.gateway6, "guest", p.dhcp.GuestIP, "mtu", p.mtu,
 		"dhcpv6", p.dhcp6 != nil, "ra", p.ra != nil)
@@ -158,6 +166,24 @@ func serve(ctx context.Context, st *stack.Stack, gl *guestLink, p runPlan, pod P
 		return cause
 	}
 	log.Info("masq stopped")
+	return nil
+}
+
+// confine applies o to the process (nothing when o is nil) and logs what
+// it kept: CAP_NET_RAW when rawPing, since guest pings then need a raw
+// ICMP socket each.
+func confine(o *sandbox.Options, rawPing bool, log *slog.Logger) error {
+	if o == nil {
+		return nil
+	}
+	opts := *o
+	opts.KeepNetRaw = rawPing
+	rep, err := sandbox.Apply(opts)
+	if err != nil {
+		return fmt.Errorf("confine masq: %w", err)
+	}
+	log.Info("sandbox", "capabilities", fmt.Sprintf("%#x", rep.KeptCaps), "no_new_privs", true,
+		"seccomp", rep.Seccomp, "seccomp_deny", rep.Deny.String(), "threads", rep.Threads)
 	return nil
 }
 

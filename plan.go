@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/masqnet/masq/dhcp"
+	"github.com/masqnet/masq/internal/sandbox"
 	"github.com/masqnet/masq/nat"
 	"github.com/masqnet/masq/ports"
 	"github.com/masqnet/masq/stack"
@@ -24,8 +25,9 @@ type runPlan struct {
 	dhcp6    *dhcp.Config6  // nil: IPv6 off
 	ra       *dhcp.RAConfig // nil: IPv6 off or --no-ra
 	policy   nat.Policy
-	ports    *ports.Set // nil: every port
-	except   ports.Set  // never forwarded: the guest link's TCP port
+	ports    *ports.Set       // nil: every port
+	except   ports.Set        // never forwarded: the guest link's TCP port
+	sandbox  *sandbox.Options // nil: the process is not confined
 }
 
 // plan resolves cfg's defaults from the pod (interface MTU, host name,
@@ -52,6 +54,7 @@ func plan(cfg Config, log *slog.Logger) (runPlan, error) {
 	if cfg.VMIPv6CIDR.IsValid() {
 		p.gateway6 = netip.PrefixFrom(gateway(cfg.VMIPv6CIDR), cfg.VMIPv6CIDR.Bits())
 	}
+	p.sandbox = sandboxOptions(cfg)
 	rc := readResolvConf(cfg.ResolvConf, log)
 	offer, forward := dnsPlan(gateway(cfg.VMCIDR), rc.Nameservers, log)
 	p.dhcp = dhcpConfig(cfg, mtu, offer, rc.Search)
@@ -65,6 +68,19 @@ func plan(cfg Config, log *slog.Logger) (runPlan, error) {
 		p.dhcp6, p.ra = ipv6Config(cfg, mtu, dnsPlan6(p.gateway6.Addr(), rc.Nameservers, forward.IsValid()), rc.Search)
 	}
 	return p, nil
+}
+
+// sandboxOptions is how far Run confines the process; nil unless
+// cfg.Confine.
+func sandboxOptions(cfg Config) *sandbox.Options {
+	if !cfg.Confine {
+		return nil
+	}
+	o := &sandbox.Options{NoSeccomp: cfg.NoSeccomp}
+	if cfg.SeccompCrash {
+		o.Deny = sandbox.DenyCrash
+	}
+	return o
 }
 
 // dnsPlan6 decides which nameservers DHCPv6 and the Router Advertisements

@@ -177,7 +177,7 @@ step_build() {
 		MASQ=${MASQ:-$ROOT/bin/masq}
 		if [[ ! -x $MASQ ]]; then
 			log "building masq ($MASQ is missing)"
-			(cd "$ROOT" && go build -o "$WORK/bin/masq" ./cmd/masq) || die "go build ./cmd/masq failed"
+			(cd "$ROOT" && CGO_ENABLED=0 go build -o "$WORK/bin/masq" ./cmd/masq) || die "go build ./cmd/masq failed"
 			MASQ=$WORK/bin/masq
 		fi
 		MASQ=$(realpath "$MASQ")

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -163,6 +164,7 @@ type NAT struct {
 	cancel context.CancelFunc
 
 	shutdownOnce sync.Once
+	running      atomic.Bool // Run was called
 
 	udp, icmp *datagramTable
 
@@ -255,9 +257,20 @@ func (n *NAT) pingOK(a netip.Addr) bool {
 	return n.ping6
 }
 
+// ErrClosed is returned by Run on a NAT that was closed before it ran.
+var ErrClosed = errors.New("nat: closed before Run")
+
 // Run serves until ctx ends, then refuses new flows, closes every open one
-// and returns once all of their goroutines have ended.
+// and returns nil once all of their goroutines have ended. It returns an
+// error, serving nothing, when the NAT was closed before (ErrClosed) or
+// runs already.
 func (n *NAT) Run(ctx context.Context) error {
+	if !n.running.CompareAndSwap(false, true) {
+		return errors.New("nat: Run called twice")
+	}
+	if n.ctx.Err() != nil {
+		return ErrClosed
+	}
 	n.loops.Go(n.expireLoop)
 	n.loops.Go(n.reportLoop)
 	select {

@@ -127,7 +127,7 @@ step_build() {
 	else
 		need go golang
 		log "building bin/masq"
-		(cd "$ROOT" && go build -o bin/masq ./cmd/masq)
+		(cd "$ROOT" && CGO_ENABLED=0 go build -o bin/masq ./cmd/masq)
 		MASQ=$ROOT/bin/masq
 	fi
 	MASQ=$(realpath "$MASQ")

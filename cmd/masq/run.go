@@ -52,6 +52,7 @@ type runFlags struct {
 	pcapMaxBytes string
 	control      string
 	metrics      string
+	noSeccomp    bool
 }
 
 // newRunCommand builds `masq run`.
@@ -112,6 +113,7 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.pcapMaxBytes, "pcap-max-bytes", fmt.Sprint(masq.DefaultPCAPMaxBytes>>20, "MiB"), "`SIZE` cap of each packet capture (--pcap's, each masq capture's): bytes, or KiB, MiB, GiB")
 	fs.StringVar(&f.control, "control", "", "serve status, flows and metrics (HTTP, JSON) on this unix socket, mode 0600; read it with `masq status` and `masq flows`")
 	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus /metrics, /healthz and /readyz on this TCP address, e.g. 127.0.0.1:9090 or :9090")
+	fs.BoolVar(&f.noSeccomp, "no-seccomp", false, "install no seccomp filter after setup (capabilities are still dropped; for debugging a refused system call)")
 }
 
 // config turns the flags into a validated masq.Config.
@@ -167,6 +169,9 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 		return cfg, err
 	}
 	cfg.Control, cfg.Metrics, cfg.Version = f.control, f.metrics, version
+	// The command is the whole process: confine it after setup.
+	cfg.Confine, cfg.NoSeccomp = true, f.noSeccomp
+	cfg.SeccompCrash = os.Getenv(seccompDenyEnv) == "crash"
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if err := cfg.Validate(); err != nil {
 		return cfg, err
@@ -176,6 +181,12 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 	}
 	return cfg, nil
 }
+
+// seccompDenyEnv, set to "crash", makes a system call outside the seccomp
+// allowlist crash masq with its stack instead of failing with EPERM. The
+// tests set it, so that every path they take proves the allowlist; it is
+// no switch for production.
+const seccompDenyEnv = "MASQ_SECCOMP_DENY"
 
 // exclusive fails when more than one of the named guest-link flags is
 // set, naming the first two.
