@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -218,6 +219,9 @@ func openGuestLink(cfg Config, mtu uint32, closed func(error)) (*guestLink, erro
 			return nil, &ConfigError{fmt.Errorf("--tap-fd: %w", err)}
 		}
 	} else if tap, err = link.OpenTap(link.TapConfig{Name: cfg.Tap, Netns: cfg.GuestNetns, MTU: mtu, Offload: !cfg.NoOffload}); err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			return nil, fmt.Errorf("open guest link: %w (a rootless masq needs a /dev/net/tun it may open and CAP_NET_ADMIN in the namespace, or --socket; README: Rootless)", err)
+		}
 		return nil, fmt.Errorf("open guest link: %w", err)
 	}
 	gl := &guestLink{kind: "tap", name: tap.Name(), offload: tap.Offload(), close: tap.Close}

@@ -99,8 +99,10 @@ func (f *Forwarder) plan() (set ports.Set, explicit bool, err error) {
 	return ports.AllBut(first, last), false, nil
 }
 
-// open binds the plan's sockets, port by port (TCP and UDP of one port
-// together, so a budget that runs out leaves whole low ports forwarded).
+// open binds the plan's sockets: TCP for every port before UDP for any,
+// each lowest first (ports.Set.All's order), so a descriptor budget that
+// runs out still forwards the common case, TCP services, on every port it
+// can. Forwarded says what was bound.
 func (f *Forwarder) open() error {
 	set, explicit, err := f.plan()
 	if err != nil {
@@ -109,34 +111,29 @@ func (f *Forwarder) open() error {
 	var sum bindSummary
 	fam := f.cfg.family()
 	budget := fdBudget(processFDs())
-	for p := 1; p <= 65535; p++ {
-		port := uint16(p)
-		for _, proto := range []ports.Protocol{ports.TCP, ports.UDP} {
-			if !set.Contains(proto, port) || ports.Reserved(port) || f.cfg.Except.Contains(proto, port) {
-				continue
-			}
-			if sum.bound >= budget && !explicit {
-				f.log.Warn("inbound forwarding stopped to keep file descriptors for the guest's flows (raise RLIMIT_NOFILE or list --ports)",
-					"sockets", sum.bound, "next_port", fmt.Sprintf("%d/%s", port, proto))
-				sum.log(f.log)
-				return nil
-			}
-			if fam, err = f.bindFamily(proto, fam, port, &sum); err == nil {
-				sum.bound++
-				continue
-			}
-			if explicit {
-				return fmt.Errorf("forward port %d/%s: %w", port, proto, err)
-			}
-			if sum.skip(proto, port, err) {
-				f.log.Warn("inbound forwarding stopped: out of file descriptors (raise RLIMIT_NOFILE or list --ports)",
-					"sockets", sum.bound, "next_port", fmt.Sprintf("%d/%s", port, proto), "err", err)
-				sum.log(f.log)
-				return nil
-			}
+	for proto, port := range set.All() {
+		if ports.Reserved(port) || f.cfg.Except.Contains(proto, port) {
+			continue
+		}
+		if sum.bound >= budget && !explicit {
+			f.log.Warn("inbound forwarding stopped to keep file descriptors for the guest's flows (raise RLIMIT_NOFILE or list --ports)",
+				"sockets", sum.bound, "next_port", fmt.Sprintf("%d/%s", port, proto))
+			break
+		}
+		if fam, err = f.bindFamily(proto, fam, port, &sum); err == nil {
+			sum.bound++
+			continue
+		}
+		if explicit {
+			return fmt.Errorf("forward port %d/%s: %w", port, proto, err)
+		}
+		if sum.skip(proto, port, err) {
+			f.log.Warn("inbound forwarding stopped: out of file descriptors (raise RLIMIT_NOFILE or list --ports)",
+				"sockets", sum.bound, "next_port", fmt.Sprintf("%d/%s", port, proto), "err", err)
+			break
 		}
 	}
-	sum.log(f.log)
+	sum.log(f.log, f.Forwarded())
 	return nil
 }
 

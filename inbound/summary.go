@@ -43,8 +43,8 @@ func (s *bindSummary) skip(proto ports.Protocol, port uint16, err error) (stop b
 	return false
 }
 
-// log writes the summary as one line.
-func (s *bindSummary) log(log *slog.Logger) {
-	log.Info("inbound ports forwarded", "sockets", s.bound, "held_by_others", s.held, "held", s.heldNames,
+// log writes the summary as one line, with the ports forwarded.
+func (s *bindSummary) log(log *slog.Logger, forwarded ports.Set) {
+	log.Info("inbound ports forwarded", "ports", forwarded.String(), "sockets", s.bound, "held_by_others", s.held, "held", s.heldNames,
 		"privileged_skipped", s.privileged, "pod_without_ipv6", s.noIPv6, "other_failures", s.other)
 }
