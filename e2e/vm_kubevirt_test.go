@@ -53,4 +53,10 @@ func TestVMKubevirtSidecar(t *testing.T) {
 	// What libvirt runs for <interface type='client'><source address='127.0.0.1' port='PORT'/>.
 	vm := startVM(t, tp.Pod, []string{"-netdev", "socket,id=" + vmNetdevID + ",connect=127.0.0.1:" + port}, vmActions()...)
 	vmServes(t, tp, srv, vm, 1500)
+	// The sidecar confined itself once masq was set up, and still answers
+	// the hook.
+	checkConfined(t, side.cmd.Process.Pid)
+	if _, err := c.OnDefineDomain(ctx, domain, []byte(sidecarVMI)); err != nil {
+		t.Errorf("OnDefineDomain again, confined: %v", err)
+	}
 }

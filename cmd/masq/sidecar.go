@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 
@@ -106,6 +107,9 @@ func (s *sidecar) start(vmi []byte) error {
 		cfg.Socket = link.SocketAddr{TCP: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), s.port)}
 	}
 	cfg.Ports, cfg.GuestMAC, cfg.Logger = m.Ports, m.MAC, s.log
+	// The sidecar is the whole process, its hook listener open already:
+	// confine it once masq is set up, as `masq run` does.
+	cfg.Confine, cfg.SeccompCrash = true, os.Getenv(seccompDenyEnv) == "crash"
 	if m.VMCIDR.IsValid() {
 		cfg.VMCIDR = m.VMCIDR
 	}

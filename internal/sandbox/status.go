@@ -85,7 +85,7 @@ func ParseStatus(b []byte) (ThreadStatus, error) {
 		case "Seccomp":
 			n, err := strconv.Atoi(val)
 			if err != nil {
-				return st, fmt.Errorf("Seccomp %q: %w", val, err)
+				return st, fmt.Errorf("field Seccomp %q: %w", val, err)
 			}
 			st.Seccomp, seen = n, seen+1
 			continue
@@ -94,7 +94,7 @@ func ParseStatus(b []byte) (ThreadStatus, error) {
 		}
 		n, err := strconv.ParseUint(val, 16, 64)
 		if err != nil {
-			return st, fmt.Errorf("%s %q: %w", key, val, err)
+			return st, fmt.Errorf("field %s %q: %w", key, val, err)
 		}
 		*dst, seen = n, seen+1
 	}
