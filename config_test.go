@@ -100,13 +100,28 @@ func portSet(t *testing.T, spec string) *ports.Set {
 func TestSocketPortNeverForwarded(t *testing.T) {
 	c := DefaultConfig()
 	c.Socket = link.SocketAddr{TCP: netip.MustParseAddrPort("127.0.0.1:5555")}
-	got, err := socketPort(c)
+	got, err := ownPorts(c)
 	if err != nil || got.String() != "5555/tcp" {
-		t.Fatalf("socketPort = %q, %v; want 5555/tcp", got, err)
+		t.Fatalf("ownPorts = %q, %v; want 5555/tcp", got, err)
 	}
 	c.Socket = link.SocketAddr{Path: "/run/masq/vm.sock"}
-	if got, err := socketPort(c); err != nil || got.Len() != 0 {
-		t.Fatalf("unix socket: socketPort = %q, %v; want none", got, err)
+	if got, err := ownPorts(c); err != nil || got.Len() != 0 {
+		t.Fatalf("unix socket: ownPorts = %q, %v; want none", got, err)
+	}
+}
+
+// TestMetricsPortNeverForwarded: forwarding every port must leave
+// --metrics's port to masq's own listener.
+func TestMetricsPortNeverForwarded(t *testing.T) {
+	c := DefaultConfig()
+	c.Socket = link.SocketAddr{TCP: netip.MustParseAddrPort("127.0.0.1:5555")}
+	c.Metrics = ":9464"
+	if got, err := ownPorts(c); err != nil || got.String() != "5555/tcp,9464/tcp" {
+		t.Fatalf("ownPorts = %q, %v; want 5555/tcp,9464/tcp", got, err)
+	}
+	c.Metrics = "127.0.0.1:http"
+	if _, err := ownPorts(c); err == nil {
+		t.Fatal("ownPorts with a named --metrics port: no error")
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 
 	"github.com/masqnet/masq/dhcp"
 	"github.com/masqnet/masq/internal/sandbox"
@@ -48,7 +49,7 @@ func plan(cfg Config, log *slog.Logger) (runPlan, error) {
 		gateway4: netip.PrefixFrom(gateway(cfg.VMCIDR), cfg.VMCIDR.Bits()),
 		ports:    cfg.Ports,
 	}
-	if p.except, err = socketPort(cfg); err != nil {
+	if p.except, err = ownPorts(cfg); err != nil {
 		return runPlan{}, err
 	}
 	if cfg.VMIPv6CIDR.IsValid() {
@@ -113,15 +114,30 @@ func ipv6Config(cfg Config, mtu uint32, dns []netip.Addr, search []string) (*dhc
 		Interval: cfg.RAInterval}
 }
 
-// socketPort is the TCP port of a --socket tcp:IP:PORT, which masq holds
-// and so never forwards; the empty set otherwise.
-func socketPort(cfg Config) (ports.Set, error) {
-	a := cfg.Socket
-	if a.IsZero() || !a.IsTCP() || ports.Reserved(a.TCP.Port()) {
-		return ports.Set{}, nil // port 0 or 49152-3: never forwarded anyway
+// ownPorts are the TCP ports masq itself listens on, which it so never
+// forwards: a --socket tcp:IP:PORT's and --metrics's.
+func ownPorts(cfg Config) (ports.Set, error) {
+	var own []ports.Range
+	add := func(port uint16) {
+		if port != 0 && !ports.Reserved(port) { // 0 or 49152-3: never forwarded anyway
+			own = append(own, ports.Range{Proto: ports.TCP, First: port, Last: port})
+		}
 	}
-	port := a.TCP.Port()
-	return ports.New(ports.Range{Proto: ports.TCP, First: port, Last: port})
+	if a := cfg.Socket; !a.IsZero() && a.IsTCP() {
+		add(a.TCP.Port())
+	}
+	if cfg.Metrics != "" {
+		_, p, err := net.SplitHostPort(cfg.Metrics)
+		if err != nil {
+			return ports.Set{}, fmt.Errorf("--metrics %q: %w", cfg.Metrics, err)
+		}
+		n, err := strconv.ParseUint(p, 10, 16)
+		if err != nil {
+			return ports.Set{}, fmt.Errorf("--metrics %q: the port must be a number, 0 to 65535", cfg.Metrics)
+		}
+		add(uint16(n))
+	}
+	return ports.New(own...)
 }
 
 // linkMTU is cfg.MTU, or the pod interface's MTU capped at MaxMTU.

@@ -85,6 +85,8 @@ func TestOutboundPing(t *testing.T) {
 		t.Errorf("masq#raw did not log that it pings through raw ICMP sockets")
 	}
 	pingAnsweredByOut(t, tp)
+	// Confined, it kept CAP_NET_RAW alone, for the raw sockets.
+	checkConfined(t, raw.cmd.Process.Pid, netRawCaps)
 	// traceroute -I's probes: each TTL through the raw socket, the time
 	// exceeded of the gateway, the host's reply.
 	if out, err := inNetns(tp.Guest, "ping", "-c1", "-W2", "-t", "1", outAddr4); err == nil || !strings.Contains(out, "Time to live exceeded") {

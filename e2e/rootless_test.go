@@ -29,6 +29,7 @@ mount -t tmpfs tmpfs /run/netns
 ip netns add out
 ip netns add guest
 ip link set lo up
+echo "0 0" >/proc/sys/net/ipv4/ping_group_range  # ping sockets: no raw ICMP socket, no CAP_NET_RAW kept
 ip link add eth0 type veth peer name eth0 netns out
 ip addr add 198.18.0.2/24 dev eth0
 ip link set eth0 up

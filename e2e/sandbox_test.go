@@ -19,11 +19,16 @@ import (
 // allowlist crash masq, so the traffic proves the allowlist too.
 func TestSandbox(t *testing.T) {
 	tp := newTopology(t, 1500)
+	// With ping sockets masq needs no raw ICMP socket, so no CAP_NET_RAW
+	// (TestOutboundPing checks that it keeps that one alone without).
+	if out, err := inNetns(tp.Pod, "sysctl", "-w", "net.ipv4.ping_group_range=0 2147483647"); err != nil {
+		t.Fatalf("pod: sysctl ping_group_range: %v\n%s", err, out)
+	}
 	srv := startPeer(t, tp.Out, "http server", "http",
 		"-listen", outAddr4+":"+httpPort, "-size", strconv.Itoa(blobSize))
 	m := startMasq(t, tp, "masq", "--ports", fwdPort)
 	pid := m.cmd.Process.Pid // ip netns exec execs masq in its place
-	checkConfined(t, pid)
+	checkConfined(t, pid, noCaps)
 	if code, out, _ := newUDHCPC(t, tp).run(t); code != 0 {
 		t.Fatalf("udhcpc exited %d:\n%s", code, out)
 	}
@@ -31,19 +36,26 @@ func TestSandbox(t *testing.T) {
 	fetchBlob(t, tp, "http://"+outAddr4+":"+httpPort+"/blob", srv, podAddr4)
 	guest := guestHTTP(t, tp, fwdPort)
 	checkHTTPIn(t, tp, guest, "http://"+podAddr4+":"+fwdPort+"/", outAddr4)
-	checkConfined(t, pid) // threads started for the traffic inherit it
+	checkConfined(t, pid, noCaps) // threads started for the traffic inherit it
 }
 
+// Capability sets as /proc shows them: none, and CAP_NET_RAW alone.
+const (
+	noCaps     = "0000000000000000"
+	netRawCaps = "0000000000002000"
+)
+
 // checkConfined fails t unless process pid is masq and each of its
-// threads shows, in its /proc status, the lines of a confined thread.
-func checkConfined(t *testing.T, pid int) {
+// threads shows, in its /proc status, the lines of a confined thread
+// holding caps (effective, permitted and bounding).
+func checkConfined(t *testing.T, pid int, caps string) {
 	t.Helper()
 	confined := []string{
-		"CapInh:\t0000000000000000",
-		"CapPrm:\t0000000000000000",
-		"CapEff:\t0000000000000000",
-		"CapBnd:\t0000000000000000",
-		"CapAmb:\t0000000000000000",
+		"CapInh:\t" + noCaps,
+		"CapPrm:\t" + caps,
+		"CapEff:\t" + caps,
+		"CapBnd:\t" + caps,
+		"CapAmb:\t" + noCaps,
 		"NoNewPrivs:\t1",
 		"Seccomp:\t2",
 	}
@@ -67,5 +79,5 @@ func checkConfined(t *testing.T, pid int) {
 			}
 		}
 	}
-	t.Logf("masq (pid %d): %d threads, each with no capability, no_new_privs and a seccomp filter", pid, len(tasks))
+	t.Logf("masq (pid %d): %d threads, each with capabilities %s, no_new_privs and a seccomp filter", pid, len(tasks), caps)
 }

@@ -97,6 +97,8 @@ func allowlist(pid int, keepNetRaw bool) seccomp.SyscallRules {
 		unix.SYS_FSTAT:      seccomp.MatchAll{},
 		unix.SYS_NEWFSTATAT: seccomp.MatchAll{},
 		unix.SYS_STATX:      seccomp.MatchAll{},
+		unix.SYS_STATFS:     seccomp.MatchAll{}, // /proc's, by the metrics' process collector
+		unix.SYS_FSTATFS:    seccomp.MatchAll{},
 		unix.SYS_LSEEK:      seccomp.MatchAll{},
 		unix.SYS_GETDENTS64: seccomp.MatchAll{},
 		unix.SYS_READLINKAT: seccomp.MatchAll{},
@@ -145,14 +147,18 @@ func newFile() seccomp.ValueMatcher {
 	return seccomp.MaskedEqual(unix.O_ACCMODE|unix.O_CREAT|unix.O_TRUNC|unix.O_EXCL, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL)
 }
 
-// socketDomains allows sockets of IPv4, IPv6 and unix domains; raw and
-// packet sockets only when CAP_NET_RAW is kept (without it the kernel
-// refuses them anyway).
+// socketDomains allows sockets of IPv4, IPv6 and unix domains and route
+// netlink; packet sockets only when CAP_NET_RAW is kept (without it the
+// kernel refuses them anyway).
 func socketDomains(keepNetRaw bool) seccomp.SyscallRule {
 	rules := seccomp.Or{
 		seccomp.PerArg{seccomp.EqualTo(unix.AF_INET), seccomp.AnyValue{}},
 		seccomp.PerArg{seccomp.EqualTo(unix.AF_INET6), seccomp.AnyValue{}},
 		seccomp.PerArg{seccomp.EqualTo(unix.AF_UNIX), seccomp.AnyValue{}},
+		// Reading the pod's addresses (net.InterfaceAddrs: is an ICMP
+		// error's source the pod itself?); changing them needs
+		// CAP_NET_ADMIN, which is gone.
+		seccomp.PerArg{seccomp.EqualTo(unix.AF_NETLINK), seccomp.AnyValue{}, seccomp.EqualTo(unix.NETLINK_ROUTE)},
 	}
 	if keepNetRaw {
 		rules = append(rules, seccomp.PerArg{seccomp.EqualTo(unix.AF_PACKET), seccomp.AnyValue{}})
