@@ -15,6 +15,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
@@ -179,12 +180,13 @@ func confine(o *sandbox.Options, rawPing bool, log *slog.Logger) error {
 	}
 	opts := *o
 	opts.KeepNetRaw = rawPing
+	start := time.Now()
 	rep, err := sandbox.Apply(opts)
 	if err != nil {
 		return fmt.Errorf("confine masq: %w", err)
 	}
 	log.Info("sandbox", "capabilities", fmt.Sprintf("%#x", rep.KeptCaps), "no_new_privs", true,
-		"seccomp", rep.Seccomp, "seccomp_deny", rep.Deny.String(), "threads", rep.Threads)
+		"seccomp", rep.Seccomp, "seccomp_deny", rep.Deny.String(), "threads", rep.Threads, "took", time.Since(start))
 	return nil
 }
 
