@@ -172,6 +172,12 @@ type Config struct {
 	// refuses.
 	NoSeccomp bool
 
+	// NoRawPing: guest pings go through the pod's ping sockets only,
+	// never raw ICMP sockets, so a confined masq keeps no capability at
+	// all, even where net.ipv4.ping_group_range gives it no ping socket
+	// (guest pings to the world then go unanswered).
+	NoRawPing bool
+
 	// SeccompCrash, with Confine, makes a system call outside the
 	// allowlist crash masq with SIGSYS and the calling goroutine's stack
 	// instead of failing with EPERM (the production behaviour): the tests

@@ -83,7 +83,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return &ConfigError{err}
 	}
 	obs.handlers["POST /pcap"] = live
-	return serve(ctx, st, gl, p, cfg.Pod, cfg.Ready, obs, log)
+	pod := cfg.Pod
+	if pod == nil {
+		pod = kernelPod{nat.KernelPod{NoRawPing: cfg.NoRawPing}}
+	}
+	return serve(ctx, st, gl, p, pod, cfg.Ready, obs, log)
 }
 
 // serve runs the services on st until ctx ends and waits for all of them.

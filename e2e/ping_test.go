@@ -80,6 +80,17 @@ func TestOutboundPing(t *testing.T) {
 		t.Errorf("masq#1 exited %d after SIGTERM, want 0", code)
 	}
 
+	// --no-raw-ping: the same, by choice, and no capability kept at all.
+	noRaw := startMasq(t, tp, "masq#noraw", "--no-raw-ping")
+	if !strings.Contains(noRaw.log(), "are not answered") {
+		t.Errorf("masq#noraw did not log that it has no ping socket")
+	}
+	checkConfined(t, noRaw.cmd.Process.Pid, noCaps)
+	noPing(t, tp, "masq runs with --no-raw-ping and the pod allows no ping sockets", outAddr4, outAddr6)
+	if code := noRaw.stop(t); code != 0 {
+		t.Errorf("masq#noraw exited %d after SIGTERM, want 0", code)
+	}
+
 	raw := startMasq(t, tp, "masq#raw") // root: CAP_NET_RAW
 	if !strings.Contains(raw.log(), "raw ICMP sockets") {
 		t.Errorf("masq#raw did not log that it pings through raw ICMP sockets")

@@ -126,7 +126,13 @@ const (
 
 // KernelPod reaches the world through the kernel's sockets in masq's own
 // network namespace: the pod's.
-type KernelPod struct{}
+type KernelPod struct {
+	// NoRawPing: ICMP echo goes through ping sockets only, never raw
+	// ICMP sockets, so masq needs no CAP_NET_RAW after setup (guest
+	// pings to the world then go unanswered where the pod gives no ping
+	// socket).
+	NoRawPing bool
+}
 
 var _ Pod = KernelPod{}
 
@@ -156,12 +162,12 @@ func (KernelPod) ListenUDP(dst netip.Addr, port uint16) (UDPConn, error) {
 // socket ("ping socket"), which the kernel allows to the groups in
 // net.ipv4.ping_group_range (for IPv6 too), and where that range excludes
 // masq, with a raw ICMP socket, which needs CAP_NET_RAW.
-func (KernelPod) ListenPing(dst netip.Addr) (UDPConn, error) {
+func (p KernelPod) ListenPing(dst netip.Addr) (UDPConn, error) {
 	c, err := listenPing(dst)
 	if err == nil {
 		return c, nil
 	}
-	if !errors.Is(err, syscall.EACCES) && !errors.Is(err, syscall.EPERM) {
+	if p.NoRawPing || !errors.Is(err, syscall.EACCES) && !errors.Is(err, syscall.EPERM) {
 		return nil, err
 	}
 	raw, rerr := listenRawPing(dst)

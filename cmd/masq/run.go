@@ -53,6 +53,7 @@ type runFlags struct {
 	control      string
 	metrics      string
 	noSeccomp    bool
+	noRawPing    bool
 }
 
 // newRunCommand builds `masq run`.
@@ -113,6 +114,7 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.pcapMaxBytes, "pcap-max-bytes", fmt.Sprint(masq.DefaultPCAPMaxBytes>>20, "MiB"), "`SIZE` cap of each packet capture (--pcap's, each masq capture's): bytes, or KiB, MiB, GiB")
 	fs.StringVar(&f.control, "control", "", "serve status, flows and metrics (HTTP, JSON) on this unix socket, mode 0600; read it with `masq status` and `masq flows`")
 	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus /metrics, /healthz and /readyz on this TCP address, e.g. 127.0.0.1:9090 or :9090")
+	fs.BoolVar(&f.noRawPing, "no-raw-ping", false, "never answer guest pings through raw ICMP sockets (only through the pod's ping sockets), so masq keeps no capability at all after setup")
 	fs.BoolVar(&f.noSeccomp, "no-seccomp", false, "install no seccomp filter after setup (capabilities are still dropped; for debugging a refused system call)")
 }
 
@@ -170,7 +172,7 @@ func (f *runFlags) config(fs *pflag.FlagSet) (masq.Config, error) {
 	}
 	cfg.Control, cfg.Metrics, cfg.Version = f.control, f.metrics, version
 	// The command is the whole process: confine it after setup.
-	cfg.Confine, cfg.NoSeccomp = true, f.noSeccomp
+	cfg.Confine, cfg.NoSeccomp, cfg.NoRawPing = true, f.noSeccomp, f.noRawPing
 	cfg.SeccompCrash = os.Getenv(seccompDenyEnv) == "crash"
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if err := cfg.Validate(); err != nil {
