@@ -360,8 +360,10 @@ connect_masq() {
 			ipc -n "$GUEST" addr replace "$GUEST4/24" dev tap0 &&
 			ipc -n "$GUEST" route replace default via "$GATEWAY4" dev tap0 || return 1
 	fi
-	ipc -n "$GUEST" addr add "$GUEST6/120" dev tap0 nodad &&
-		ipc -n "$GUEST" -6 route add default via "$GATEWAY6" dev tap0
+	# replace, not add: masq's router advertisements may have configured
+	# the guest's IPv6 address and default route already.
+	ipc -n "$GUEST" addr replace "$GUEST6/120" dev tap0 nodad &&
+		ipc -n "$GUEST" -6 route replace default via "$GATEWAY6" dev tap0
 }
 
 # dhcp_lease IF: ask for a lease on IF in the guest; the client's script
@@ -458,7 +460,7 @@ na() {
 # behind, which some implementations keep for a while (slirp4netns scans
 # them on every event and its RSS grows by hundreds of MiB), slowing
 # whatever runs after.
-readonly TESTS="tcp_out_1 tcp_out_4 tcp_in_1 tcp_in_4 udp_out rr crr crr_server"
+readonly TESTS=$(tr "," " " <<<"${TESTS:-tcp_out_1 tcp_out_4 tcp_in_1 tcp_in_4 udp_out rr crr crr_server}")
 readonly IN_TESTS="tcp_in_1 tcp_in_4" # the rest are guest→out
 
 # run_test IMPL MTU TEST RUN: one run of TEST, through measure.
