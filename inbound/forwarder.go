@@ -229,6 +229,10 @@ func (f *Forwarder) close() {
 	f.reg.Wait()
 	f.loops.Wait()
 	f.poll.close()
+	// The UDP flows first: a guest reply sending through a port's socket
+	// holds them (read-locked) until its send returns, so no send can use
+	// a socket's fd once it is closed (and perhaps reused).
+	f.udp.close()
 	f.mu.Lock()
 	f.closed = true
 	for _, s := range f.socks {
@@ -236,7 +240,6 @@ func (f *Forwarder) close() {
 	}
 	f.socks = nil
 	f.mu.Unlock()
-	f.udp.close()
 }
 
 // expireLoop ends idle UDP flows until the forwarder closes, checking
