@@ -33,12 +33,6 @@ func configureLink(name string, mtu uint32, created bool) error {
 				return 0, fmt.Errorf("set MTU %d: %w", mtu, err)
 			}
 		}
-		if created {
-			req.SetUint32(tapTxQueueLen)
-			if err := unix.IoctlIfreq(s, unix.SIOCSIFTXQLEN, req); err != nil {
-				return 0, fmt.Errorf("set txqueuelen %d: %w", tapTxQueueLen, err)
-			}
-		}
 		if err := unix.IoctlIfreq(s, unix.SIOCGIFFLAGS, req); err != nil {
 			return 0, fmt.Errorf("get flags: %w", err)
 		}
@@ -54,15 +48,6 @@ func configureLink(name string, mtu uint32, created bool) error {
 	})
 	return err
 }
-
-// tapTxQueueLen is the transmit queue of a tap masq creates: the frames
-// the guest has sent that masq has not read yet. The kernel's 1000 is
-// 12 ms of 1500-byte datagrams at 1 Gbit/s: a reader kept off the CPU
-// for longer (two busy cores) lost the rest of a UDP burst at the tap
-// (half of them in make bench's 1 Gbit/s UDP test). 10000 holds 120 ms;
-// frames wait there only while masq is behind, and TCP's own window
-// bounds what it queues.
-const tapTxQueueLen = 10000
 
 // withIfreq runs f with a datagram socket in the calling thread's namespace
 // and an ifreq naming name.
