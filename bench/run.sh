@@ -294,6 +294,8 @@ connect_kernel() {
 				type nat hook prerouting priority dstnat; policy accept;
 				iifname "eth0" ip daddr $POD_ADDR4 tcp dport $IPERF_PORT dnat ip to $GUEST4
 				iifname "eth0" ip6 daddr $POD_ADDR6 tcp dport $IPERF_PORT dnat ip6 to $GUEST6
+				iifname "eth0" ip daddr $POD_ADDR4 udp dport $IPERF_PORT dnat ip to $GUEST4
+				iifname "eth0" ip6 daddr $POD_ADDR6 udp dport $IPERF_PORT dnat ip6 to $GUEST6
 			}
 			chain postrouting {
 				type nat hook postrouting priority srcnat; policy accept;
@@ -315,7 +317,7 @@ connect_pasta() {
 	spawn "$POD" "$WORK/pasta.log" pasta --config-net --foreground --quiet --runas 0:0 \
 		--netns "/run/netns/$GUEST" --ns-ifname eth0 -4 --mtu "$mtu" \
 		--address "$GUEST4" --netmask 24 --gateway "$GATEWAY4" \
-		-t "$IPERF_PORT" -u none -T none -U none
+		-t "$IPERF_PORT" -u "$IPERF_PORT" -T none -U none
 	IMPL_PID=$SPAWNED
 	wait_for "$READY_TIMEOUT" guest_has_addr eth0 "$GUEST4" || return 1
 	if [[ -n $PASTA_TXQUEUELEN ]]; then
@@ -333,7 +335,8 @@ connect_slirp4netns() {
 	IMPL_PID=$SPAWNED
 	wait_for "$READY_TIMEOUT" guest_has_addr eth0 10.0.2.100 &&
 		wait_for "$READY_TIMEOUT" test -S "$WORK/slirp.sock" &&
-		bounded "$WORK/bin/slirpfwd" -sock "$WORK/slirp.sock" -port "$IPERF_PORT" || return 1
+		bounded "$WORK/bin/slirpfwd" -sock "$WORK/slirp.sock" -port "$IPERF_PORT" &&
+		bounded "$WORK/bin/slirpfwd" -sock "$WORK/slirp.sock" -port "$IPERF_PORT" -proto udp || return 1
 	INBOUND=true
 }
 
@@ -344,7 +347,7 @@ connect_masq() {
 	# Inbound forwarding lands later; until masq run has --ports, its
 	# inbound rows are n/a.
 	if "$MASQ" run --help 2>/dev/null | grep -q -- '--ports'; then
-		ports=(--ports "$IPERF_PORT")
+		ports=(--ports "$IPERF_PORT/tcp+udp")
 		INBOUND=true
 	fi
 	t0=$(date +%s.%N)
@@ -360,8 +363,10 @@ connect_masq() {
 			ipc -n "$GUEST" addr replace "$GUEST4/24" dev tap0 &&
 			ipc -n "$GUEST" route replace default via "$GATEWAY4" dev tap0 || return 1
 	fi
-	ipc -n "$GUEST" addr add "$GUEST6/120" dev tap0 nodad &&
-		ipc -n "$GUEST" -6 route add default via "$GATEWAY6" dev tap0
+	# replace, not add: masq's router advertisements may have configured
+	# the guest's IPv6 address and default route already.
+	ipc -n "$GUEST" addr replace "$GUEST6/120" dev tap0 nodad &&
+		ipc -n "$GUEST" -6 route replace default via "$GATEWAY6" dev tap0
 }
 
 # dhcp_lease IF: ask for a lease on IF in the guest; the client's script
@@ -458,8 +463,8 @@ na() {
 # behind, which some implementations keep for a while (slirp4netns scans
 # them on every event and its RSS grows by hundreds of MiB), slowing
 # whatever runs after.
-readonly TESTS="tcp_out_1 tcp_out_4 tcp_in_1 tcp_in_4 udp_out rr crr crr_server"
-readonly IN_TESTS="tcp_in_1 tcp_in_4" # the rest are guest→out
+readonly TESTS=$(tr "," " " <<<"${TESTS:-tcp_out_1 tcp_out_4 tcp_in_1 tcp_in_4 udp_out udp_in udp_64 rr rr_load crr crr_server}")
+readonly IN_TESTS="tcp_in_1 tcp_in_4 udp_in" # the rest are guest→out
 
 # run_test IMPL MTU TEST RUN: one run of TEST, through measure.
 run_test() {
@@ -475,7 +480,25 @@ run_test() {
 	# even kernel NAT would show 10-30 % loss at 1 Gbit/s.
 	udp_out) measure "$@" "$GUEST" iperf3 -c "$OUT_ADDR4" -u -b "$UDP_RATE" -l $((mtu - 28)) -w 4M \
 		-J -t "$DURATION" -p "$IPERF_PORT" ;;
+	# The same from out, through the forwarded port, to the guest's server.
+	udp_in) measure "$@" "$OUT" iperf3 -c "$POD_ADDR4" -u -b "$UDP_RATE" -l $((mtu - 28)) -w 4M \
+		-J -t "$DURATION" -p "$IPERF_PORT" ;;
+	# Small datagrams (DNS-like), as fast as iperf3 sends them: what
+	# arrives, in packets per second, is the path's packet rate.
+	udp_64) measure "$@" "$GUEST" iperf3 -c "$OUT_ADDR4" -u -b 0 -l 64 -w 4M \
+		-J -t "$DURATION" -p "$IPERF_PORT" ;;
 	rr | crr) measure "$@" "$GUEST" "$WORK/bin/tcprr" -c "$OUT_ADDR4:$RR_PORT" -mode "$test" -t "${DURATION}s" ;;
+	# RR's latency while a bulk TCP stream from the same guest fills the
+	# path: one flow must not queue behind another. The stream starts
+	# first and outlasts the measurement.
+	rr_load)
+		timeout -k 2 $((DURATION + 20)) ip netns exec "$GUEST" iperf3 -c "$OUT_ADDR4" -t $((DURATION + 2)) \
+			-p "$IPERF_PORT" "${iperf[@]:5}" >"$OUT_DIR/raw/$impl-$mtu-rr_load-$n-bulk.json" 2>&1 &
+		local bulk=$!
+		sleep 0.5
+		measure "$@" "$GUEST" "$WORK/bin/tcprr" -c "$OUT_ADDR4:$RR_PORT" -mode rr -t "${DURATION}s"
+		wait "$bulk" || true
+		;;
 	crr_server) measure "$@" "$GUEST" "$WORK/bin/tcprr" -c "$OUT_ADDR4:$RR_PORT" -mode crr-server -t "${DURATION}s" ;;
 	esac
 }

@@ -21,7 +21,12 @@ type udpFlows struct {
 	stats  *counters
 	active atomic.Int32 // len(flows), read on the packet path without the lock
 
-	mu     sync.Mutex
+	// mu is read-locked by the two data paths (client to guest on the
+	// poller, guest to client on the link's reader) across their sends,
+	// so they never wait for each other, and write-locked only to add,
+	// expire or close flows: a flow's sender and socket stay valid while
+	// a send holds the read lock.
+	mu     sync.RWMutex
 	flows  map[inKey]*inFlow // guarded by mu
 	closed bool              // guarded by mu
 }
@@ -38,7 +43,7 @@ type inFlow struct {
 	client     netip.AddrPort // the real client, for replies
 	sender     *stack.Sender  // to the guest, from seen
 	flow       *flowtable.Entry
-	lastActive int64 // Config.Now in Unix ns; guarded by udpFlows.mu
+	lastActive atomic.Int64 // Config.Now in Unix ns
 }
 
 func newUDPFlows(cfg Config, st *stack.Stack, stats *counters) *udpFlows {
@@ -61,6 +66,16 @@ func (f *Forwarder) readUDP(s *inSocket) {
 func (u *udpFlows) fromClient(s *inSocket, client netip.AddrPort, payload []byte) {
 	seen := u.cfg.seenFrom(client)
 	key := inKey{port: s.port, seen: seen}
+	u.mu.RLock()
+	if f := u.flows[key]; f != nil && !u.closed {
+		now := u.cfg.Now().UnixNano()
+		f.lastActive.Store(now)
+		f.flow.ToGuest.Add(len(payload), now) // before the send: what the guest saw is counted
+		f.sender.WriteUDP(seen.Port(), s.port, payload)
+		u.mu.RUnlock()
+		return
+	}
+	u.mu.RUnlock()
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.closed {
@@ -84,9 +99,10 @@ func (u *udpFlows) fromClient(s *inSocket, client netip.AddrPort, payload []byte
 		u.active.Store(int32(len(u.flows)))
 		u.stats.udp.Add(1)
 	}
-	f.lastActive = u.cfg.Now().UnixNano()
-	f.flow.ToGuest.Add(len(payload), f.lastActive) // before the send: what the guest saw is counted
-	f.sender.WriteUDP(seen.Port(), s.port, payload)
+	now := u.cfg.Now().UnixNano()
+	f.lastActive.Store(now)
+	f.flow.ToGuest.Add(len(payload), now)
+	f.sender.WriteUDP(seen.Port(), s.port, payload) // a flow's first datagram only
 }
 
 // toClient sends a guest datagram from src to dst through the forwarded
@@ -96,14 +112,15 @@ func (u *udpFlows) toClient(src, dst netip.AddrPort, payload []byte) bool {
 	if u.active.Load() == 0 {
 		return false
 	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
+	u.mu.RLock()
+	defer u.mu.RUnlock()
 	f := u.flows[inKey{port: src.Port(), seen: dst}]
 	if f == nil || u.closed {
 		return false
 	}
-	f.lastActive = u.cfg.Now().UnixNano()
-	f.flow.FromGuest.Add(len(payload), f.lastActive) // before the send: what the client saw is counted
+	now := u.cfg.Now().UnixNano()
+	f.lastActive.Store(now)
+	f.flow.FromGuest.Add(len(payload), now) // before the send: what the client saw is counted
 	if err := sendTo(f.sock.fd, payload, f.client, f.sock.v6()); err != nil {
 		u.stats.udpSendFailed.Add(1)
 	}
@@ -116,7 +133,7 @@ func (u *udpFlows) expire(now time.Time) int {
 	defer u.mu.Unlock()
 	ended := 0
 	for k, f := range u.flows {
-		if time.Duration(now.UnixNano()-f.lastActive) > u.cfg.UDPIdleTimeout {
+		if time.Duration(now.UnixNano()-f.lastActive.Load()) > u.cfg.UDPIdleTimeout {
 			f.sender.Close()
 			u.cfg.Flows.Close(f.flow)
 			delete(u.flows, k)

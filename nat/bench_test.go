@@ -127,3 +127,78 @@ func benchHarness(b *testing.B, mtu uint32, offload, socket bool, pod nat.Pod) *
 	g, _ := harnessLink(b, mtu, offload, pod, nil)
 	return g
 }
+
+// echoServer is a loopback TCP server that echoes every byte (tcprr's
+// server: a 1-byte read, a 1-byte write).
+func echoServer(b *testing.B) netip.AddrPort {
+	return tcpServer(b, func(c net.Conn) {
+		buf := make([]byte, 1)
+		for {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return
+			}
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkTCPRR is tcprr's rr through the in-memory path: a 1-byte
+// request and its 1-byte answer on one guest connection per op; ns/op is
+// the round trip's latency.
+func BenchmarkTCPRR(b *testing.B) {
+	for _, l := range benchLinks[:3] {
+		b.Run(l.name, func(b *testing.B) {
+			pod := newFakePod()
+			dst := netip.AddrPortFrom(world4, 7)
+			pod.route(dst, echoServer(b))
+			g := benchHarness(b, l.mtu, l.offload, l.socket, pod)
+			c, err := dial(g, dst, 5*time.Second)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			buf := []byte{'r'}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := c.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkTCPCRR is tcprr's crr through the in-memory path: per op the
+// guest connects, exchanges 1 byte and closes first.
+func BenchmarkTCPCRR(b *testing.B) {
+	for _, l := range benchLinks[:3] {
+		b.Run(l.name, func(b *testing.B) {
+			pod := newFakePod()
+			dst := netip.AddrPortFrom(world4, 7)
+			pod.route(dst, echoServer(b))
+			g := benchHarness(b, l.mtu, l.offload, l.socket, pod)
+			buf := []byte{'c'}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				c, err := dial(g, dst, 5*time.Second)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := c.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, buf); err != nil {
+					b.Fatal(err)
+				}
+				c.Close()
+			}
+		})
+	}
+}

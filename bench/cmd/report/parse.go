@@ -16,7 +16,7 @@ type iperf3Report struct {
 	End   struct {
 		SumSent     iperf3Sum `json:"sum_sent"`
 		SumReceived iperf3Sum `json:"sum_received"`
-		Sum         iperf3Sum `json:"sum"` // UDP: loss as the server saw it
+		Sum         iperf3Sum `json:"sum"` // UDP: loss (and packets) as the server saw it
 	} `json:"end"`
 }
 
@@ -24,6 +24,9 @@ type iperf3Sum struct {
 	BitsPerSecond float64 `json:"bits_per_second"`
 	Retransmits   float64 `json:"retransmits"`
 	LostPercent   float64 `json:"lost_percent"`
+	Packets       float64 `json:"packets"`
+	LostPackets   float64 `json:"lost_packets"`
+	Seconds       float64 `json:"seconds"`
 }
 
 // parseRaw fills r.Value (and Retr, Loss, Conns) from r's raw output file,
@@ -45,7 +48,21 @@ func parseRaw(dir string, r *run) {
 
 func parseInto(r *run, b []byte) error {
 	switch {
-	case strings.HasPrefix(r.Test, "tcp_"), r.Test == "udp_out":
+	case r.Test == "udp_64":
+		var rep iperf3Report
+		if err := json.Unmarshal(b, &rep); err != nil {
+			return fmt.Errorf("iperf3 output: %w", err)
+		}
+		if rep.Error != "" {
+			return fmt.Errorf("iperf3: %s", rep.Error)
+		}
+		s := rep.End.Sum
+		if s.Seconds <= 0 || s.Packets <= s.LostPackets {
+			return fmt.Errorf("iperf3 measured nothing")
+		}
+		r.Value = ptr((s.Packets - s.LostPackets) / s.Seconds)
+		r.Loss = &s.LostPercent
+	case strings.HasPrefix(r.Test, "tcp_"), r.Test == "udp_out", r.Test == "udp_in":
 		var rep iperf3Report
 		if err := json.Unmarshal(b, &rep); err != nil {
 			return fmt.Errorf("iperf3 output: %w", err)
@@ -54,7 +71,7 @@ func parseInto(r *run, b []byte) error {
 			return fmt.Errorf("iperf3: %s", rep.Error)
 		}
 		v := rep.End.SumReceived.BitsPerSecond
-		if r.Test == "udp_out" {
+		if strings.HasPrefix(r.Test, "udp_") {
 			// Received, whichever way this iperf3 version counts it.
 			loss := rep.End.Sum.LostPercent
 			v = math.Min(v, rep.End.SumSent.BitsPerSecond*(1-loss/100))
@@ -66,10 +83,12 @@ func parseInto(r *run, b []byte) error {
 			return fmt.Errorf("iperf3 measured nothing")
 		}
 		r.Value = ptr(v / 1e9)
-	case r.Test == "rr" || r.Test == "crr" || r.Test == "crr_server":
+	case r.Test == "rr" || r.Test == "rr_load" || r.Test == "crr" || r.Test == "crr_server":
 		var out struct {
-			Rate       float64 `json:"rate"`
-			FirstError string  `json:"first_error"`
+			Rate       float64  `json:"rate"`
+			P50        *float64 `json:"p50_us"`
+			P99        *float64 `json:"p99_us"`
+			FirstError string   `json:"first_error"`
 		}
 		if err := json.Unmarshal(b, &out); err != nil {
 			return fmt.Errorf("tcprr output: %w", err)
@@ -77,7 +96,13 @@ func parseInto(r *run, b []byte) error {
 		if out.Rate <= 0 {
 			return fmt.Errorf("no transaction: %s", out.FirstError)
 		}
-		r.Value = &out.Rate
+		r.Value, r.P50, r.P99 = &out.Rate, out.P50, out.P99
+		if r.Test == "rr_load" { // its row is the p99 latency
+			if out.P99 == nil {
+				return fmt.Errorf("tcprr output has no p99_us")
+			}
+			r.Value = out.P99
+		}
 	case r.Test == "rss_conns":
 		var out struct {
 			Opened     float64 `json:"opened"`
@@ -103,12 +128,27 @@ func derive(runs []run) []run {
 	var out []run
 	for _, r := range runs {
 		switch r.Test {
-		case "udp_out":
-			d := run{Impl: r.Impl, MTU: r.MTU, Test: "udp_loss", Run: r.Run, Status: r.Status, Error: r.Error}
+		case "udp_out", "udp_in":
+			id := map[string]string{"udp_out": "udp_loss", "udp_in": "udp_in_loss"}[r.Test]
+			d := run{Impl: r.Impl, MTU: r.MTU, Test: id, Run: r.Run, Status: r.Status, Error: r.Error}
 			if r.Status == "ok" {
 				d.Value = r.Loss
 			}
 			out = append(out, d)
+		case "rr":
+			for _, p := range []struct {
+				id string
+				v  *float64
+			}{{"rr_p50", r.P50}, {"rr_p99", r.P99}} {
+				id, v := p.id, p.v
+				d := run{Impl: r.Impl, MTU: r.MTU, Test: id, Run: r.Run, Status: r.Status, Error: r.Error}
+				if r.Status == "ok" {
+					if d.Value = v; v == nil {
+						d.Status, d.Error = "fail", "tcprr output has no latency percentiles"
+					}
+				}
+				out = append(out, d)
+			}
 		case "rss_conns":
 			d := run{Impl: r.Impl, MTU: r.MTU, Test: "conn_kib", Run: r.Run, Status: r.Status, Error: r.Error}
 			if r.Status == "ok" && r.Value != nil && r.Base != nil && r.Conns != nil {

@@ -78,6 +78,9 @@ func TestReport(t *testing.T) {
 {"impl":"masq","mtu":1500,"test":"tcp_out_1","run":2,"status":"fail","error":"exit status 124 (timed out)"}
 {"impl":"masq","mtu":1500,"test":"udp_out","run":1,"status":"ok","file":"raw/u.json"}
 {"impl":"masq","mtu":1500,"test":"rr","run":1,"status":"ok","file":"raw/rr.json"}
+{"impl":"masq","mtu":1500,"test":"rr_load","run":1,"status":"ok","file":"raw/rrl.json"}
+{"impl":"masq","mtu":1500,"test":"udp_in","run":1,"status":"ok","file":"raw/ui.json"}
+{"impl":"masq","mtu":1500,"test":"udp_64","run":1,"status":"ok","file":"raw/u64.json"}
 {"impl":"masq","mtu":1500,"test":"rss_conns","run":1,"status":"ok","file":"raw/idle.json","value":40,"base_mib":20}
 {"impl":"masq","mtu":1500,"test":"lease","run":1,"status":"ok","value":0.2}
 `,
@@ -85,7 +88,10 @@ func TestReport(t *testing.T) {
 		"raw/k2.json":   `{"end":{"sum_sent":{"bits_per_second":2e10,"retransmits":0},"sum_received":{"bits_per_second":1.8e10}}}`,
 		"raw/m1.json":   `{"end":{"sum_sent":{"bits_per_second":9e9,"retransmits":2},"sum_received":{"bits_per_second":8.5e9}}}`,
 		"raw/u.json":    `{"end":{"sum":{"lost_percent":10},"sum_sent":{"bits_per_second":1e9},"sum_received":{"bits_per_second":1e9}}}`,
-		"raw/rr.json":   `{"mode":"rr","rate":12345.6}`,
+		"raw/rr.json":   `{"mode":"rr","rate":12345.6,"p50_us":80.5,"p99_us":150.25}`,
+		"raw/rrl.json":  `{"mode":"rr","rate":2000,"p50_us":300,"p99_us":1234}`,
+		"raw/ui.json":   `{"end":{"sum":{"lost_percent":20},"sum_sent":{"bits_per_second":1e9},"sum_received":{"bits_per_second":1e9}}}`,
+		"raw/u64.json":  `{"end":{"sum":{"packets":300000,"lost_packets":100000,"seconds":2,"lost_percent":33.3}}}`,
 		"raw/idle.json": `{"opened":10240}`,
 	}
 	for name, content := range files {
@@ -109,6 +115,12 @@ func TestReport(t *testing.T) {
 		"TCP guest→out, 1 stream (Gbit/s) 17.0 8.50 0.50×", // median of 16 and 18; one masq run failed
 		"UDP guest→out, received (Gbit/s) n/a 0.900",       // 10 % of 1 Gbit/s lost
 		"TCP RR, transactions (/s) n/a 12,346",
+		"TCP RR, p50 latency (µs) n/a 80.5",
+		"TCP RR, p99 latency (µs) n/a 150",
+		"TCP RR p99 beside a bulk stream (µs) n/a 1234",
+		"UDP out→guest, received (Gbit/s) n/a 0.800",
+		"UDP out→guest, loss (%) n/a 20.0",
+		"UDP guest→out, 64-byte datagrams received (/s) n/a 100,000",
 		"RSS per idle TCP conn (KiB) n/a 2.00", // (40-20) MiB / 10240
 		"start → guest's DHCP lease (s) n/a 0.200",
 	} {

@@ -11,7 +11,9 @@
 //	tcprr -c 198.18.0.2:5201 -mode dial   one connect, for a reachability probe
 //
 // The client prints one JSON object ({"mode", "transactions", "seconds",
-// "rate", "errors"}) and exits 1 when not a single transaction completed.
+// "rate", "errors", and the latency percentiles "p50_us", "p99_us" of the
+// transactions that completed}) and exits 1 when not a single transaction
+// completed.
 package main
 
 import (
@@ -22,6 +24,7 @@ import (
 	"log"
 	"net"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -45,6 +48,8 @@ type result struct {
 	Seconds      float64 `json:"seconds"`
 	Rate         float64 `json:"rate"` // transactions per second
 	Errors       int     `json:"errors"`
+	P50          float64 `json:"p50_us"` // of one transaction, microseconds
+	P99          float64 `json:"p99_us"`
 	FirstError   string  `json:"first_error,omitempty"`
 }
 
@@ -140,8 +145,11 @@ func runClient(addr, mode string, dur time.Duration) (result, error) {
 	}()
 	start := time.Now()
 	deadline := start.Add(dur)
-	for time.Now().Before(deadline) {
-		if err := once(&conn); err != nil {
+	lat := make([]time.Duration, 0, 1<<16)
+	for t0 := start; t0.Before(deadline); {
+		err := once(&conn)
+		t1 := time.Now()
+		if err != nil {
 			if res.Errors == 0 {
 				res.FirstError = err.Error()
 			}
@@ -149,13 +157,28 @@ func runClient(addr, mode string, dur time.Duration) (result, error) {
 			if res.Errors > 100 && res.Transactions == 0 {
 				break // Nothing works: do not spin until the deadline.
 			}
+			t0 = t1
 			continue
 		}
+		lat = append(lat, t1.Sub(t0))
 		res.Transactions++
+		t0 = t1
 	}
 	res.Seconds = time.Since(start).Seconds()
 	res.Rate = float64(res.Transactions) / res.Seconds
+	res.P50, res.P99 = percentile(lat, 50), percentile(lat, 99)
 	return res, nil
+}
+
+// percentile returns the p-th percentile of d (nearest rank) in
+// microseconds; 0 for none. It sorts d.
+func percentile(d []time.Duration, p int) float64 {
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	i := (len(d)*p + 99) / 100 // ceil(len·p/100), the nearest rank
+	return float64(d[max(i, 1)-1]) / float64(time.Microsecond)
 }
 
 // rr does one 1-byte round trip on *c, dialling it first if needed; on an
