@@ -83,12 +83,18 @@ func echoEveryConn(t *testing.T) uint16 {
 	return uint16(ln.Addr().(*net.TCPAddr).Port)
 }
 
+// addGuestStatic gives the guest 10.0.2.2/24 and its default route via
+// the gateway, without DHCP.
+func addGuestStatic(t *testing.T, g *memguest.Guest) {
+	t.Helper()
+	g.AddAddress(t, netip.MustParsePrefix("10.0.2.2/24"))
+	g.UseGateways(netip.MustParseAddr("10.0.2.1"))
+}
+
 // echo16MiB sends 16 MiB of random bytes from the guest to the pod's echo
 // server and checks what comes back by sha256.
 func echo16MiB(t *testing.T, g *memguest.Guest, port uint16) {
 	t.Helper()
-	g.AddAddress(t, netip.MustParsePrefix("10.0.2.2/24"))
-	g.UseGateways(netip.MustParseAddr("10.0.2.1"))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := gonet.DialContextTCP(ctx, g.Stack, memguest.FullAddress(netip.AddrPortFrom(netip.MustParseAddr("10.0.2.1"), port)), ipv4.ProtocolNumber)
@@ -117,6 +123,7 @@ func TestVhostUserTCPEcho16MiBWithTSO(t *testing.T) {
 	port := echoEveryConn(t)
 	path := startVhostUser(t, 1500)
 	_, d := vhostGuest(t, path, 1500)
+	addGuestStatic(t, d.Guest)
 	echo16MiB(t, d.Guest, port)
 	s := d.Stats()
 	t.Logf("driver: %+v", s)
@@ -137,5 +144,6 @@ func TestVhostUserReconnect(t *testing.T) {
 	_ = d1
 	f1.Close()
 	_, d2 := vhostGuest(t, path, 1500)
+	addGuestStatic(t, d2.Guest)
 	echo16MiB(t, d2.Guest, port)
 }

@@ -19,33 +19,39 @@ import (
 
 const benchChunk = 64 << 10
 
-// benchLinks are the links the TCP benchmarks run over: plain frames at
-// each MTU, and masq's tap link (virtio-net headers, TSO) at 1500.
-var benchLinks = []struct {
+// benchLink is a link the TCP benchmarks run over.
+type benchLink struct {
 	name    string
 	mtu     uint32
-	offload bool
+	offload bool // masq's tap link: virtio-net headers, TSO
 	socket  bool // masq's --socket link (QEMU's stream netdev)
-}{{"mtu=1500", 1500, false, false}, {"mtu=65520", 65520, false, false}, {"mtu=1500-vnet", 1500, true, false},
-	{"mtu=1500-socket", 1500, false, true}, {"mtu=65520-socket", 65520, false, true}}
+	vhost   bool // masq's --vhost-user link (shared rings, TSO)
+}
+
+// benchLinks: plain frames at each MTU, the tap link at 1500, the socket
+// link at each MTU, the vhost-user link at 1500.
+var benchLinks = []benchLink{{"mtu=1500", 1500, false, false, false}, {"mtu=65520", 65520, false, false, false},
+	{"mtu=1500-vnet", 1500, true, false, false},
+	{"mtu=1500-socket", 1500, false, true, false}, {"mtu=65520-socket", 65520, false, true, false},
+	{"mtu=1500-vhost-user", 1500, false, false, true}}
 
 func BenchmarkTCPGuestToPod(b *testing.B) {
 	for _, l := range benchLinks {
-		b.Run(l.name, func(b *testing.B) { benchTCPGuestToPod(b, l.mtu, l.offload, l.socket) })
+		b.Run(l.name, func(b *testing.B) { benchTCPGuestToPod(b, l) })
 	}
 }
 
 func BenchmarkTCPPodToGuest(b *testing.B) {
 	for _, l := range benchLinks {
-		b.Run(l.name, func(b *testing.B) { benchTCPPodToGuest(b, l.mtu, l.offload, l.socket) })
+		b.Run(l.name, func(b *testing.B) { benchTCPPodToGuest(b, l) })
 	}
 }
 
-func benchTCPGuestToPod(b *testing.B, mtu uint32, offload, socket bool) {
+func benchTCPGuestToPod(b *testing.B, l benchLink) {
 	pod := newFakePod()
 	dst := netip.AddrPortFrom(world4, 9)
 	pod.route(dst, tcpServer(b, func(c net.Conn) { io.Copy(io.Discard, c) }))
-	g := benchHarness(b, mtu, offload, socket, pod)
+	g := benchHarness(b, l, pod)
 	c, err := dial(g, dst, 5*time.Second)
 	if err != nil {
 		b.Fatal(err)
@@ -62,7 +68,7 @@ func benchTCPGuestToPod(b *testing.B, mtu uint32, offload, socket bool) {
 	}
 }
 
-func benchTCPPodToGuest(b *testing.B, mtu uint32, offload, socket bool) {
+func benchTCPPodToGuest(b *testing.B, l benchLink) {
 	pod := newFakePod()
 	dst := netip.AddrPortFrom(world4, 19)
 	pod.route(dst, tcpServer(b, func(c net.Conn) {
@@ -73,7 +79,7 @@ func benchTCPPodToGuest(b *testing.B, mtu uint32, offload, socket bool) {
 			}
 		}
 	}))
-	g := benchHarness(b, mtu, offload, socket, pod)
+	g := benchHarness(b, l, pod)
 	c, err := dial(g, dst, 5*time.Second)
 	if err != nil {
 		b.Fatal(err)
@@ -118,13 +124,17 @@ func BenchmarkUDPRoundTrip(b *testing.B) {
 	}
 }
 
-// benchHarness is harnessLink, or harnessSocket for the socket link.
-func benchHarness(b *testing.B, mtu uint32, offload, socket bool, pod nat.Pod) *memguest.Guest {
-	if socket {
-		g, _ := harnessSocket(b, mtu, pod, nil)
-		return g
+// benchHarness is harnessLink, harnessSocket or harnessVhost for l.
+func benchHarness(b *testing.B, l benchLink, pod nat.Pod) *memguest.Guest {
+	var g *memguest.Guest
+	switch {
+	case l.socket:
+		g, _ = harnessSocket(b, l.mtu, pod, nil)
+	case l.vhost:
+		g, _ = harnessVhost(b, l.mtu, pod, nil)
+	default:
+		g, _ = harnessLink(b, l.mtu, l.offload, pod, nil)
 	}
-	g, _ := harnessLink(b, mtu, offload, pod, nil)
 	return g
 }
 
@@ -153,7 +163,7 @@ func BenchmarkTCPRR(b *testing.B) {
 			pod := newFakePod()
 			dst := netip.AddrPortFrom(world4, 7)
 			pod.route(dst, echoServer(b))
-			g := benchHarness(b, l.mtu, l.offload, l.socket, pod)
+			g := benchHarness(b, l, pod)
 			c, err := dial(g, dst, 5*time.Second)
 			if err != nil {
 				b.Fatal(err)
@@ -182,7 +192,7 @@ func BenchmarkTCPCRR(b *testing.B) {
 			pod := newFakePod()
 			dst := netip.AddrPortFrom(world4, 7)
 			pod.route(dst, echoServer(b))
-			g := benchHarness(b, l.mtu, l.offload, l.socket, pod)
+			g := benchHarness(b, l, pod)
 			buf := []byte{'c'}
 			b.ReportAllocs()
 			b.ResetTimer()
