@@ -27,23 +27,8 @@ func TestVMKubevirtSidecar(t *testing.T) {
 	tp := newTopology(t, 1500)
 	srv := blobServer(t, tp)
 	const port = "40402"
-	sock := t.TempDir() + "/masq.sock"
-	side := startProc(t, "sidecar", "ip", "netns", "exec", tp.Pod, masqBinary(t), "kubevirt", "sidecar",
-		"--hook-socket", sock, "--port", port, "--log-level", "debug")
-	side.waitReady(t, "serving KubeVirt's hook API", readyTimeout)
-
-	domain, err := os.ReadFile("../testdata/kubevirt/domain-basic.xml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := hook.NewClient(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out, err := c.OnDefineDomain(ctx, domain, []byte(sidecarVMI))
+	side, sock := startSidecar(t, tp, "--port", port)
+	out, err := defineDomain(t, sock)
 	if err != nil {
 		t.Fatalf("OnDefineDomain: %v\nsidecar:\n%s", err, side.log())
 	}
@@ -57,7 +42,38 @@ func TestVMKubevirtSidecar(t *testing.T) {
 	// the hook. The pod gives no ping socket (ping_group_range "1 0"), so
 	// it kept CAP_NET_RAW for raw ICMP sockets, and nothing else.
 	checkConfined(t, side.cmd.Process.Pid, netRawCaps)
-	if _, err := c.OnDefineDomain(ctx, domain, []byte(sidecarVMI)); err != nil {
+	if _, err := defineDomain(t, sock); err != nil {
 		t.Errorf("OnDefineDomain again, confined: %v", err)
 	}
+}
+
+// startSidecar runs `masq kubevirt sidecar` (with extra args) in tp's pod
+// namespace and waits until it serves the hook API on the socket it
+// returns.
+func startSidecar(t *testing.T, tp *topology, args ...string) (*proc, string) {
+	t.Helper()
+	sock := t.TempDir() + "/masq.sock"
+	argv := append([]string{"netns", "exec", tp.Pod, masqBinary(t), "kubevirt", "sidecar",
+		"--hook-socket", sock, "--log-level", "debug"}, args...)
+	side := startProc(t, "sidecar", "ip", argv...)
+	side.waitReady(t, "serving KubeVirt's hook API", readyTimeout)
+	return side, sock
+}
+
+// defineDomain makes KubeVirt's OnDefineDomain call on the basic domain
+// through the hook socket and returns the domain XML answered.
+func defineDomain(t *testing.T, sock string) ([]byte, error) {
+	t.Helper()
+	domain, err := os.ReadFile("../testdata/kubevirt/domain-basic.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := hook.NewClient(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return c.OnDefineDomain(ctx, domain, []byte(sidecarVMI))
 }

@@ -1,13 +1,8 @@
 package e2e
 
 import (
-	"context"
-	"os"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/masqnet/masq/kubevirt/hook"
 )
 
 // vhostUserArgs are QEMU's arguments for a virtio-net device whose
@@ -57,24 +52,9 @@ func TestVMKubevirtSidecarVhostUser(t *testing.T) {
 	buildVMGuest(t)
 	tp := newTopology(t, 1500)
 	srv := blobServer(t, tp)
-	dir := t.TempDir()
-	sock, vhost := dir+"/masq.sock", dir+"/masq-vhost.sock"
-	side := startProc(t, "sidecar", "ip", "netns", "exec", tp.Pod, masqBinary(t), "kubevirt", "sidecar",
-		"--hook-socket", sock, "--vhost-user="+vhost, "--log-level", "debug")
-	side.waitReady(t, "serving KubeVirt's hook API", readyTimeout)
-
-	domain, err := os.ReadFile("../testdata/kubevirt/domain-basic.xml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := hook.NewClient(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out, err := c.OnDefineDomain(ctx, domain, []byte(sidecarVMI))
+	vhost := t.TempDir() + "/masq-vhost.sock"
+	side, sock := startSidecar(t, tp, "--vhost-user="+vhost)
+	out, err := defineDomain(t, sock)
 	if err != nil {
 		t.Fatalf("OnDefineDomain: %v\nsidecar:\n%s", err, side.log())
 	}
