@@ -32,21 +32,7 @@ func liveServer(t *testing.T, ep *Endpoint, maxBytes int64) (*http.Client, strin
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/pcap", h)
-	sock := filepath.Join(dir, "control.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
+	sock := testkit.ServeUnix(t, mux)
 	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 	}}

@@ -3,9 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
-	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -19,28 +17,6 @@ import (
 	"github.com/masqnet/masq/internal/testkit"
 )
 
-// serveUnix serves h on a unix socket in a temp dir until the test ends
-// and returns the socket's path.
-func serveUnix(t *testing.T, h http.Handler) string {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "control.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
-	return sock
-}
-
 // TestCaptureCommand: `masq capture` against capture's own handler on a
 // link carrying a frame every 10 ms writes a pcap file of that second.
 func TestCaptureCommand(t *testing.T) {
@@ -53,7 +29,7 @@ func TestCaptureCommand(t *testing.T) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("POST /pcap", h)
-	sock := serveUnix(t, mux)
+	sock := testkit.ServeUnix(t, mux)
 	frame := bytes.Repeat([]byte{0xab}, 100)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -95,7 +71,7 @@ func TestCaptureCommand(t *testing.T) {
 }
 
 func TestCaptureCommandErrors(t *testing.T) {
-	refusing := serveUnix(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	refusing := testkit.ServeUnix(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "a live capture is already running", http.StatusTooManyRequests)
 	}))
 	for _, tc := range []struct {
