@@ -28,26 +28,6 @@ import (
 	"github.com/masqnet/masq/stack"
 )
 
-// echoServer serves one TCP echo on the pod's loopback and returns its
-// port.
-func echoServer(t *testing.T) uint16 {
-	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		io.Copy(c, c)
-	}()
-	return uint16(ln.Addr().(*net.TCPAddr).Port)
-}
-
 // leaseAndEcho has the guest take its lease by DHCP and then echo data
 // through a TCP connection to the pod's loopback at the gateway's port.
 func leaseAndEcho(t *testing.T, g *memguest.Guest, port uint16, data []byte) {
@@ -111,7 +91,7 @@ func readCapture(t *testing.T, path string) []testkit.PCAPRecord {
 // direction it went.
 func TestPCAPRecordsDHCPAndTCP(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "vm.pcap")
-	port := echoServer(t)
+	port := echoEveryConn(t)
 	t.Run("traffic", func(t *testing.T) { // masq stops when it ends
 		g := startMasq(t, 1500, func(c *masq.Config) {
 			c.PCAP = path
@@ -201,7 +181,7 @@ func (s *syncBuffer) String() string {
 // the file stops short of the cap, whole records only, with one log line.
 func TestPCAPSizeCap(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "vm.pcap")
-	port := echoServer(t)
+	port := echoEveryConn(t)
 	var logs syncBuffer
 	const max = 64 << 10
 	t.Run("traffic", func(t *testing.T) {
