@@ -37,6 +37,8 @@ import (
 // desynchronise the framing for good.
 type Socket struct {
 	ethernet // MTU, link address, framing
+	// BurstNotifier's function is called after the frames of each read.
+	BurstNotifier
 
 	ln     net.Listener
 	path   string // the unix socket file, removed by Close; "" for TCP
@@ -347,7 +349,9 @@ func (s *Socket) readLoop(c *guestConn) {
 	for {
 		n, err := c.conn.Read(r.space())
 		if n > 0 {
-			if err := r.parse(n, s.deliver); err != nil {
+			err := r.parse(n, s.deliver)
+			s.EndBurst() // a read holds at most socketReadSize bytes of frames
+			if err != nil {
 				s.stats.rxBadLength.Add(1)
 				s.log.Warn("guest connection closed: bad frame length", "remote", remote(c.conn), "err", err)
 				return

@@ -51,6 +51,9 @@ type Vnet struct {
 	// synAckMu is held while a frame is delivered and while a TCP SYN-ACK
 	// is written: see writeSynAck.
 	synAckMu sync.Mutex
+	// BurstNotifier's function is called by the reader at the end of
+	// each burst.
+	BurstNotifier
 
 	closeOnce sync.Once
 	stats     counters
@@ -334,17 +337,27 @@ func encodeVnetHdr(hdr []byte, pkt *stack.PacketBuffer) {
 func (l *Vnet) readLoop() {
 	buf := make([]byte, vnetHdrSize+maxFrame)
 	var (
-		n    int
-		rerr error
+		n      int
+		rerr   error
+		frames int // delivered since the burst's end was last called
 	)
 	// read runs on the poller's behalf: false (EAGAIN) parks the reader
-	// until the tap is readable. Bound once: no allocation per frame.
+	// until the tap is readable; the burst ends first. Bound once: no
+	// allocation per frame.
 	read := func(fd uintptr) bool {
 		for {
 			n, rerr = unix.Read(int(fd), buf)
-			if rerr != unix.EINTR {
-				return rerr != unix.EAGAIN
+			switch {
+			case rerr == unix.EINTR:
+				continue
+			case rerr == unix.EAGAIN:
+				if frames > 0 {
+					frames = 0
+					l.EndBurst()
+				}
+				return false
 			}
+			return true
 		}
 	}
 	for !l.stopping.Load() {
@@ -365,6 +378,10 @@ func (l *Vnet) readLoop() {
 		l.synAckMu.Lock() // see writeSynAck
 		l.deliver(buf[:n])
 		l.synAckMu.Unlock()
+		if frames++; frames >= MaxBurstFrames {
+			frames = 0
+			l.EndBurst()
+		}
 	}
 }
 

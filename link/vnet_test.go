@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -347,5 +348,60 @@ func TestVnetReadDoesNotAllocate(t *testing.T) {
 	})
 	if allocs >= 1 {
 		t.Errorf("%.1f allocations per frame read, want none", allocs)
+	}
+}
+
+// burstDispatcher counts the frames delivered.
+type burstDispatcher struct{ delivered atomic.Int64 }
+
+func (d *burstDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {
+	d.delivered.Add(1)
+}
+
+func (d *burstDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+
+func TestVnetEndsBursts(t *testing.T) {
+	tests := []struct {
+		frames int
+		ends   []int64 // frames delivered at each burst end
+	}{
+		{1, []int64{1}},
+		{3, []int64{3}},
+		{MaxBurstFrames, []int64{MaxBurstFrames}},
+		{2*MaxBurstFrames + 2, []int64{MaxBurstFrames, 2 * MaxBurstFrames, 2*MaxBurstFrames + 2}},
+	}
+	frame, _ := testFrame{proto: header.UDPProtocolNumber}.build()
+	copy(frame, header.EthernetBroadcastAddress)
+	msg := append(make([]byte, vnetHdrSize), frame...)
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.frames), func(t *testing.T) {
+			l, peer := vnetPair(t)
+			// Queued before the reader starts: one burst of them all.
+			for range tt.frames {
+				if _, err := unix.Write(peer, msg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			d := new(burstDispatcher)
+			ends := make(chan int64, len(tt.ends)+1)
+			l.OnBurstEnd(func() { ends <- d.delivered.Load() })
+			l.Attach(d)
+			for i, want := range tt.ends {
+				select {
+				case got := <-ends:
+					if got != want {
+						t.Fatalf("burst end %d after %d frames, want %d", i, got, want)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("burst end %d not called within 5s (%d frames delivered)", i, d.delivered.Load())
+				}
+			}
+			// An empty tap ends no further burst.
+			select {
+			case got := <-ends:
+				t.Fatalf("an extra burst end, after %d frames", got)
+			case <-time.After(50 * time.Millisecond):
+			}
+		})
 	}
 }

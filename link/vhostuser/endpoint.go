@@ -29,6 +29,9 @@ import (
 // while no receive queue runs are dropped and counted (ToGuestNoGuest).
 type Endpoint struct {
 	link.Ethernet // MTU, link address, framing
+	// BurstNotifier's function is called after each round of the
+	// transmit queue (at most its size in frames).
+	link.BurstNotifier
 
 	ln     net.Listener
 	log    *slog.Logger

@@ -69,6 +69,7 @@ func (d *device) drainTX() {
 			}
 			r.putUsed(head, 0)
 		}
+		d.e.EndBurst()
 		// Return each round's buffers at once: a guest that keeps
 		// sending must not run out of them.
 		if r.publish() {
