@@ -111,7 +111,7 @@ func serve(ctx context.Context, st *stack.Stack, gl *guestLink, p runPlan, pod P
 	}
 	defer fwd.Close() // when Run has not (an error below)
 	flows, err := nat.New(st, nat.Config{Policy: p.policy, Pod: pod, Logger: log,
-		TCPLimit: limit, Pool: pool, InboundReply: fwd.FromGuest, Flows: table})
+		TCPLimit: limit, Pool: pool, InboundReply: fwd.FromGuest, Flows: table, BurstEnd: gl.burstEnd})
 	if err != nil {
 		return fmt.Errorf("masquerade: %w", err)
 	}
@@ -201,8 +201,11 @@ type guestLink struct {
 	kind    string // "tap", "attach", "socket", "vhost-user"
 	name    string // for logs
 	offload bool   // frames carry virtio-net headers with TSO
-	stats   func() link.Stats
-	close   func() error
+	// burstEnd registers what the link's reader calls at the end of each
+	// burst of frames (nat.Config.BurstEnd); nil when it does not.
+	burstEnd func(func())
+	stats    func() link.Stats
+	close    func() error
 }
 
 // openGuestLink opens the guest's link as cfg says; closed is called when
@@ -237,7 +240,7 @@ func openGuestLink(cfg Config, mtu uint32, closed func(error)) (*guestLink, erro
 			tap.Close()
 			return nil, err
 		}
-		gl.ep, gl.stats = v, v.Stats
+		gl.ep, gl.stats, gl.burstEnd = v, v.Stats, v.OnBurstEnd
 		return gl, nil
 	}
 	if gl.ep, err = link.NewFD(tap.FD(), mtu, closed); err != nil {
@@ -265,7 +268,7 @@ func openAttached(cfg Config, mtu uint32, closed func(error)) (*guestLink, error
 			p.Close()
 			return nil, err
 		}
-		gl.ep, gl.stats = v, v.Stats
+		gl.ep, gl.stats, gl.burstEnd = v, v.Stats, v.OnBurstEnd
 		return gl, nil
 	}
 	if gl.ep, err = link.NewPacketFD(p.FD(), mtu, closed); err != nil {
@@ -287,7 +290,7 @@ func openSocket(cfg Config, mtu uint32, closed func(error)) (*guestLink, error) 
 	if addr.IsTCP() {
 		name = "tcp:" + s.Addr().String()
 	}
-	return &guestLink{ep: s, kind: "socket", name: name, stats: s.Stats,
+	return &guestLink{ep: s, kind: "socket", name: name, stats: s.Stats, burstEnd: s.OnBurstEnd,
 		close: func() error { s.Close(); return nil }}, nil
 }
 
@@ -299,7 +302,7 @@ func openVhostUser(cfg Config, mtu uint32, closed func(error)) (*guestLink, erro
 		return nil, fmt.Errorf("--vhost-user: %w", err)
 	}
 	return &guestLink{ep: e, kind: "vhost-user", name: cfg.VhostUser, offload: true, stats: e.LinkStats,
-		close: func() error { e.Close(); return nil }}, nil
+		burstEnd: e.OnBurstEnd, close: func() error { e.Close(); return nil }}, nil
 }
 
 // closeTapFD closes an inherited tap fd that Run will not adopt: Run owns

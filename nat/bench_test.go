@@ -125,7 +125,7 @@ func BenchmarkUDPRoundTrip(b *testing.B) {
 }
 
 // benchHarness is harnessLink, harnessSocket or harnessVhost for l.
-func benchHarness(b *testing.B, l benchLink, pod nat.Pod) *memguest.Guest {
+func benchHarness(b testing.TB, l benchLink, pod nat.Pod) *memguest.Guest {
 	var g *memguest.Guest
 	switch {
 	case l.socket:

@@ -43,6 +43,7 @@ type datagramEnv struct {
 	proto datagramProto
 	stats flowCounters
 	errs  *guestErrors // relays the pod sockets' ICMP errors
+	batch *udpBatch    // holds datagrams until a burst ends; nil: none held
 	// idle returns the idle timeout of a flow toward dst (policy).
 	idle func(dst netip.AddrPort) time.Duration
 

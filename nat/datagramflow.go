@@ -23,6 +23,7 @@ type datagramFlow struct {
 	key   flowKey
 	src   netip.AddrPort // the guest's address and port
 	conn  UDPConn
+	gso   GSOConn // conn, when it can send batches; else nil
 	ready *podReadiness
 	idle  time.Duration
 	flow  *flowtable.Entry // set before the flow sends or reads
@@ -31,6 +32,9 @@ type datagramFlow struct {
 	// ended is set when the read loop has ended on its own (the socket
 	// failed): the table then replaces or sweeps the flow.
 	ended atomic.Bool
+	// noGSO is set once the kernel refused to segment the flow's
+	// datagrams: it sends each on its own from then on.
+	noGSO atomic.Bool
 
 	mu sync.Mutex
 	// peers maps each pod-side address the flow sent to to the address
@@ -67,6 +71,7 @@ var errFlowEnded = errors.New("flow ended")
 func newDatagramFlow(env *datagramEnv, key flowKey, conn UDPConn, idle time.Duration) *datagramFlow {
 	f := &datagramFlow{env: env, key: key, src: key.src, conn: conn, ready: newPodReadiness(conn), idle: idle,
 		peers: make(map[netip.Addr]netip.AddrPort, 1)}
+	f.gso, _ = conn.(GSOConn)
 	f.touch()
 	return f
 }
@@ -104,7 +109,16 @@ func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort, quote 
 	now := f.touch()
 	f.flow.Count(true).Add(len(payload), now) // before the send: what the peer saw is counted
 	df := dontFragment(quote)
-	err = f.write(payload, dst, ttl, df)
+	if b := f.env.batch; b != nil && f.gso != nil && len(payload) > 0 && !f.noGSO.Load() {
+		b.add(f, payload, dst, ttl, df, quote)
+		return !known, nil
+	}
+	return !known, f.sendNow(payload, dst, ttl, df)
+}
+
+// sendNow sends one datagram as send describes, at once.
+func (f *datagramFlow) sendNow(payload []byte, dst netip.AddrPort, ttl uint8, df bool) error {
+	err := f.write(payload, dst, ttl, df)
 	if _, ok := f.conn.(ErrorConn); ok && err != nil && isPodError(err) && !errors.Is(err, syscall.EMSGSIZE) {
 		// The kernel fails a send with the error pending on the socket
 		// (sock_error), an ICMP error an earlier datagram drew, and
@@ -116,7 +130,7 @@ func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort, quote 
 	if err != nil {
 		f.env.stats.sendFailed.Add(1)
 	}
-	return !known, err
+	return err
 }
 
 // write sends payload to dst with the guest's ttl less one and its df

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -80,6 +81,9 @@ func harnessOn(t testing.TB, g *memguest.Guest, link gstack.LinkEndpoint, mtu ui
 		t.Fatal(err)
 	}
 	cfg := nat.Config{Policy: policy(), Pod: pod}
+	if b, ok := link.(interface{ OnBurstEnd(func()) }); ok {
+		cfg.BurstEnd = b.OnBurstEnd // as masq wires its links
+	}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -157,6 +161,11 @@ type fakePod struct {
 	sink netip.Prefix
 	ttls []uint8 // the TTLs UDP datagrams were sent with, in order
 	dfs  []bool  // and their "don't fragment"
+	// gsoSends counts WriteGSO calls that sent, gsoDatagrams what they
+	// carried; refuseGSO fails them with EINVAL, as a kernel does when a
+	// segment exceeds the path MTU.
+	gsoSends, gsoDatagrams int
+	refuseGSO              bool
 	// rewrite, when set, changes each error the pod's sockets report
 	// (a loopback port unreachable is the only one the kernel gives a
 	// test): an error of any kind, from any reporter, then reaches masq
@@ -253,9 +262,18 @@ type fakeUDP struct {
 }
 
 func (c *fakeUDP) WriteToUDPAddrPort(b []byte, dst netip.AddrPort) (int, error) {
-	to, err := c.pod.target(dst)
+	to, err := c.target(dst)
 	if err != nil {
 		return 0, err
+	}
+	return c.UDPConn.WriteToUDPAddrPort(b, to)
+}
+
+// target is where the pod routes dst; replies from there are mapped back.
+func (c *fakeUDP) target(dst netip.AddrPort) (netip.AddrPort, error) {
+	to, err := c.pod.target(dst)
+	if err != nil {
+		return to, err
 	}
 	c.mu.Lock()
 	if c.rev == nil {
@@ -263,7 +281,7 @@ func (c *fakeUDP) WriteToUDPAddrPort(b []byte, dst netip.AddrPort) (int, error) 
 	}
 	c.rev[to] = dst
 	c.mu.Unlock()
-	return c.UDPConn.WriteToUDPAddrPort(b, to)
+	return to, nil
 }
 
 func (c *fakeUDP) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
@@ -314,6 +332,26 @@ func (c *fakeUDP) WriteToTTL(b []byte, dst netip.AddrPort, ttl uint8, df bool) (
 	c.pod.dfs = append(c.pod.dfs, df)
 	c.pod.mu.Unlock()
 	return c.WriteToUDPAddrPort(b, dst)
+}
+
+// WriteGSO counts the batch and sends it through the kernel socket with
+// UDP segmentation, to where the pod routes dst; with refuseGSO it fails.
+func (c *fakeUDP) WriteGSO(b []byte, size int, dst netip.AddrPort, ttl uint8, df bool) error {
+	c.pod.mu.Lock()
+	refuse := c.pod.refuseGSO
+	if !refuse {
+		c.pod.gsoSends++
+		c.pod.gsoDatagrams += (len(b) + size - 1) / size
+	}
+	c.pod.mu.Unlock()
+	if refuse {
+		return &net.OpError{Op: "write", Net: "udp", Err: os.NewSyscallError("sendmsg", syscall.EINVAL)}
+	}
+	to, err := c.target(dst)
+	if err != nil {
+		return err
+	}
+	return c.UDPConn.(nat.GSOConn).WriteGSO(b, size, to, ttl, df)
 }
 
 // tcpServer runs handle for each connection to a loopback listener until

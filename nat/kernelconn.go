@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -21,12 +22,16 @@ import (
 type kernelConn struct {
 	*net.UDPConn
 	sock *podSocket
+	gso  [32]byte // WriteGSO's control message (gsoCmsgSpace of it), under sock.mu
 }
 
 var (
 	_ ErrorConn = (*kernelConn)(nil)
-	_ TTLConn   = (*kernelConn)(nil)
+	_ GSOConn   = (*kernelConn)(nil)
 )
+
+// gsoCmsgSpace is the room for a UDP_SEGMENT control message (a uint16).
+var gsoCmsgSpace = unix.CmsgSpace(2)
 
 // newKernelConn turns on the error queue of c, a socket of IPv6 when six.
 // It takes ownership of c.
@@ -52,6 +57,25 @@ func (c *kernelConn) WriteToTTL(b []byte, dst netip.AddrPort, ttl uint8, df bool
 		return 0, err
 	}
 	return c.UDPConn.WriteToUDPAddrPort(b, dst)
+}
+
+// WriteGSO implements GSOConn.WriteGSO: one sendmsg with a UDP_SEGMENT
+// control message (Linux 4.18), with ttl and df as in WriteToTTL (ttl 0:
+// as the last send left them).
+func (c *kernelConn) WriteGSO(b []byte, size int, dst netip.AddrPort, ttl uint8, df bool) error {
+	c.sock.mu.Lock()
+	defer c.sock.mu.Unlock()
+	if ttl > 0 {
+		if err := c.sock.setHeaderLocked(ttl, df); err != nil {
+			return err
+		}
+	}
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&c.gso[0]))
+	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	binary.NativeEndian.PutUint16(c.gso[unix.CmsgLen(0):], uint16(size))
+	_, _, err := c.WriteMsgUDPAddrPort(b, c.gso[:gsoCmsgSpace], dst)
+	return err
 }
 
 // ReadPodError implements ErrorConn.ReadPodError.

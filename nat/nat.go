@@ -107,6 +107,13 @@ type Config struct {
 	// Flows is the flow table the NAT's flows are listed and counted in;
 	// nil means a table of its own (Flows() returns it).
 	Flows *flowtable.Table
+	// BurstEnd, when set, says the guest's link reports the end of each
+	// burst of frames it delivers (link.Vnet.OnBurstEnd): New hands it
+	// the function to call then, before it handles any packet. The NAT
+	// then holds a burst's datagrams of one UDP flow to one destination
+	// and sends them to the pod together (UDP GSO) at the burst's end.
+	// Without it every datagram is sent as it arrives.
+	BurstEnd func(endBurst func())
 }
 
 // withDefaults fills the zero fields of c.
@@ -203,8 +210,13 @@ func New(st *stack.Stack, cfg Config) (*NAT, error) {
 		return &datagramEnv{pod: cfg.Pod, st: st, reg: n.reg, bufs: n.bufs, now: cfg.Now, log: n.log, flows: cfg.Flows,
 			proto: proto, stats: stats, errs: n.errs, idle: func(dst netip.AddrPort) time.Duration { return tm.idle(proto.echo(), dst) }}
 	}
-	n.udp = newDatagramTable(env(udpProto{}, flowCounters{&c.udpLimited, &c.udpOpened, &c.udpExpired,
-		&c.udpEvicted, &c.udpOpenFailed, &c.udpSendFailed}), cfg.MaxUDPFlows, cfg.MaxUDPPeers)
+	udpEnv := env(udpProto{}, flowCounters{&c.udpLimited, &c.udpOpened, &c.udpExpired,
+		&c.udpEvicted, &c.udpOpenFailed, &c.udpSendFailed})
+	if cfg.BurstEnd != nil {
+		udpEnv.batch = newUDPBatch()
+		cfg.BurstEnd(udpEnv.batch.flush)
+	}
+	n.udp = newDatagramTable(udpEnv, cfg.MaxUDPFlows, cfg.MaxUDPPeers)
 	n.icmp = newDatagramTable(env(icmpProto{}, flowCounters{&c.icmpLimited, &c.icmpOpened, &c.icmpExpired,
 		&c.icmpEvicted, &c.icmpOpenFailed, &c.icmpSendFailed}), cfg.MaxUDPFlows, cfg.MaxUDPPeers)
 	ns := st.Netstack()
@@ -341,6 +353,9 @@ func (n *NAT) Close() { n.shutdown() }
 func (n *NAT) shutdown() { n.shutdownOnce.Do(n.doShutdown) }
 
 func (n *NAT) doShutdown() {
+	if b := n.udp.env.batch; b != nil {
+		b.flush() // what the last burst left
+	}
 	open := n.reg.Close()
 	n.cancel()
 	for _, f := range open {

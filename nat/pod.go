@@ -66,6 +66,24 @@ type TTLConn interface {
 	WriteToTTL(b []byte, dst netip.AddrPort, ttl uint8, df bool) (int, error)
 }
 
+// GSOConn is a TTLConn that sends several datagrams in one call: b holds
+// them back to back, each size bytes but the last, which may be shorter,
+// and the kernel cuts them apart (UDP generic segmentation offload). At
+// most MaxGSOSegments datagrams and MaxGSOBytes bytes go in one call. An
+// error means none was sent: the caller sends them one by one.
+type GSOConn interface {
+	TTLConn
+	WriteGSO(b []byte, size int, dst netip.AddrPort, ttl uint8, df bool) error
+}
+
+// Bounds of one GSOConn.WriteGSO: the kernel's UDP_MAX_SEGMENTS (64 until
+// Linux 6.x raised it) and what fits one IP packet's length field with
+// room for the headers.
+const (
+	MaxGSOSegments = 64
+	MaxGSOBytes    = 65000
+)
+
 // TTLDialer is a Pod that can dial with a given TTL (hop limit) on the
 // connection's SYN, so a guest's TCP traceroute probe expires where it
 // would through a router. Its dial then fails with a *DialError when an
