@@ -463,8 +463,8 @@ na() {
 # behind, which some implementations keep for a while (slirp4netns scans
 # them on every event and its RSS grows by hundreds of MiB), slowing
 # whatever runs after.
-readonly TESTS=$(tr "," " " <<<"${TESTS:-tcp_out_1 tcp_out_4 tcp_in_1 tcp_in_4 udp_out udp_in udp_64 rr rr_load crr crr_server}")
-readonly IN_TESTS="tcp_in_1 tcp_in_4 udp_in" # the rest are guest→out
+readonly TESTS=$(tr "," " " <<<"${TESTS:-tcp_out_1 tcp_out_4 tcp_in_1 tcp_in_4 udp_out udp_in udp_out_max udp_in_max udp_64 udp_in_64 rr rr_load crr crr_server}")
+readonly IN_TESTS="tcp_in_1 tcp_in_4 udp_in udp_in_max udp_in_64" # the rest are guest→out
 
 # run_test IMPL MTU TEST RUN: one run of TEST, through measure.
 run_test() {
@@ -483,9 +483,17 @@ run_test() {
 	# The same from out, through the forwarded port, to the guest's server.
 	udp_in) measure "$@" "$OUT" iperf3 -c "$POD_ADDR4" -u -b "$UDP_RATE" -l $((mtu - 28)) -w 4M \
 		-J -t "$DURATION" -p "$IPERF_PORT" ;;
+	# Both, offered as fast as iperf3 sends: what arrives is the path's
+	# datagram throughput (the loss is whatever the sender overran).
+	udp_out_max) measure "$@" "$GUEST" iperf3 -c "$OUT_ADDR4" -u -b 0 -l $((mtu - 28)) -w 4M \
+		-J -t "$DURATION" -p "$IPERF_PORT" ;;
+	udp_in_max) measure "$@" "$OUT" iperf3 -c "$POD_ADDR4" -u -b 0 -l $((mtu - 28)) -w 4M \
+		-J -t "$DURATION" -p "$IPERF_PORT" ;;
 	# Small datagrams (DNS-like), as fast as iperf3 sends them: what
-	# arrives, in packets per second, is the path's packet rate.
+	# arrives, in packets per second, is the path's packet rate; each way.
 	udp_64) measure "$@" "$GUEST" iperf3 -c "$OUT_ADDR4" -u -b 0 -l 64 -w 4M \
+		-J -t "$DURATION" -p "$IPERF_PORT" ;;
+	udp_in_64) measure "$@" "$OUT" iperf3 -c "$POD_ADDR4" -u -b 0 -l 64 -w 4M \
 		-J -t "$DURATION" -p "$IPERF_PORT" ;;
 	rr | crr) measure "$@" "$GUEST" "$WORK/bin/tcprr" -c "$OUT_ADDR4:$RR_PORT" -mode "$test" -t "${DURATION}s" ;;
 	# RR's latency while a bulk TCP stream from the same guest fills the

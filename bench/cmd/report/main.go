@@ -31,7 +31,7 @@ type run struct {
 	CPU    *float64 `json:"cpu_s,omitempty"` // implementation's utime+stime
 	RSS    *float64 `json:"rss_kib,omitempty"`
 	Retr   *float64 `json:"retransmits,omitempty"`  // TCP tests: the sender's
-	Loss   *float64 `json:"loss_percent,omitempty"` // udp_out, udp_in, udp_64
+	Loss   *float64 `json:"loss_percent,omitempty"` // the udp_ tests
 	P50    *float64 `json:"p50_us,omitempty"`       // rr, rr_load, crr…: tcprr's latency percentiles
 	P99    *float64 `json:"p99_us,omitempty"`
 	Conns  *float64 `json:"conns_opened,omitempty"` // rss_conns

@@ -48,7 +48,7 @@ func parseRaw(dir string, r *run) {
 
 func parseInto(r *run, b []byte) error {
 	switch {
-	case r.Test == "udp_64":
+	case r.Test == "udp_64", r.Test == "udp_in_64":
 		var rep iperf3Report
 		if err := json.Unmarshal(b, &rep); err != nil {
 			return fmt.Errorf("iperf3 output: %w", err)
@@ -62,7 +62,7 @@ func parseInto(r *run, b []byte) error {
 		}
 		r.Value = ptr((s.Packets - s.LostPackets) / s.Seconds)
 		r.Loss = &s.LostPercent
-	case strings.HasPrefix(r.Test, "tcp_"), r.Test == "udp_out", r.Test == "udp_in":
+	case strings.HasPrefix(r.Test, "tcp_"), r.Test == "udp_out", r.Test == "udp_in", r.Test == "udp_out_max", r.Test == "udp_in_max":
 		var rep iperf3Report
 		if err := json.Unmarshal(b, &rep); err != nil {
 			return fmt.Errorf("iperf3 output: %w", err)

@@ -81,18 +81,24 @@ func TestReport(t *testing.T) {
 {"impl":"masq","mtu":1500,"test":"rr_load","run":1,"status":"ok","file":"raw/rrl.json"}
 {"impl":"masq","mtu":1500,"test":"udp_in","run":1,"status":"ok","file":"raw/ui.json"}
 {"impl":"masq","mtu":1500,"test":"udp_64","run":1,"status":"ok","file":"raw/u64.json"}
+{"impl":"masq","mtu":1500,"test":"udp_in_64","run":1,"status":"ok","file":"raw/ui64.json"}
+{"impl":"masq","mtu":1500,"test":"udp_out_max","run":1,"status":"ok","file":"raw/umax.json"}
+{"impl":"masq","mtu":1500,"test":"udp_in_max","run":1,"status":"ok","file":"raw/uimax.json"}
 {"impl":"masq","mtu":1500,"test":"rss_conns","run":1,"status":"ok","file":"raw/idle.json","value":40,"base_mib":20}
 {"impl":"masq","mtu":1500,"test":"lease","run":1,"status":"ok","value":0.2}
 `,
-		"raw/k1.json":   `{"end":{"sum_sent":{"bits_per_second":2e10,"retransmits":0},"sum_received":{"bits_per_second":1.6e10}}}`,
-		"raw/k2.json":   `{"end":{"sum_sent":{"bits_per_second":2e10,"retransmits":0},"sum_received":{"bits_per_second":1.8e10}}}`,
-		"raw/m1.json":   `{"end":{"sum_sent":{"bits_per_second":9e9,"retransmits":2},"sum_received":{"bits_per_second":8.5e9}}}`,
-		"raw/u.json":    `{"end":{"sum":{"lost_percent":10},"sum_sent":{"bits_per_second":1e9},"sum_received":{"bits_per_second":1e9}}}`,
-		"raw/rr.json":   `{"mode":"rr","rate":12345.6,"p50_us":80.5,"p99_us":150.25}`,
-		"raw/rrl.json":  `{"mode":"rr","rate":2000,"p50_us":300,"p99_us":1234}`,
-		"raw/ui.json":   `{"end":{"sum":{"lost_percent":20},"sum_sent":{"bits_per_second":1e9},"sum_received":{"bits_per_second":1e9}}}`,
-		"raw/u64.json":  `{"end":{"sum":{"packets":300000,"lost_packets":100000,"seconds":2,"lost_percent":33.3}}}`,
-		"raw/idle.json": `{"opened":10240}`,
+		"raw/k1.json":    `{"end":{"sum_sent":{"bits_per_second":2e10,"retransmits":0},"sum_received":{"bits_per_second":1.6e10}}}`,
+		"raw/k2.json":    `{"end":{"sum_sent":{"bits_per_second":2e10,"retransmits":0},"sum_received":{"bits_per_second":1.8e10}}}`,
+		"raw/m1.json":    `{"end":{"sum_sent":{"bits_per_second":9e9,"retransmits":2},"sum_received":{"bits_per_second":8.5e9}}}`,
+		"raw/u.json":     `{"end":{"sum":{"lost_percent":10},"sum_sent":{"bits_per_second":1e9},"sum_received":{"bits_per_second":1e9}}}`,
+		"raw/rr.json":    `{"mode":"rr","rate":12345.6,"p50_us":80.5,"p99_us":150.25}`,
+		"raw/rrl.json":   `{"mode":"rr","rate":2000,"p50_us":300,"p99_us":1234}`,
+		"raw/ui.json":    `{"end":{"sum":{"lost_percent":20},"sum_sent":{"bits_per_second":1e9},"sum_received":{"bits_per_second":1e9}}}`,
+		"raw/u64.json":   `{"end":{"sum":{"packets":300000,"lost_packets":100000,"seconds":2,"lost_percent":33.3}}}`,
+		"raw/ui64.json":  `{"end":{"sum":{"packets":500000,"lost_packets":100000,"seconds":2,"lost_percent":20}}}`,
+		"raw/umax.json":  `{"end":{"sum":{"lost_percent":50},"sum_sent":{"bits_per_second":4e9},"sum_received":{"bits_per_second":4e9}}}`,
+		"raw/uimax.json": `{"end":{"sum":{"lost_percent":25},"sum_sent":{"bits_per_second":2e9},"sum_received":{"bits_per_second":2e9}}}`,
+		"raw/idle.json":  `{"opened":10240}`,
 	}
 	for name, content := range files {
 		path := filepath.Join(dir, name)
@@ -121,6 +127,9 @@ func TestReport(t *testing.T) {
 		"UDP out→guest, received (Gbit/s) n/a 0.800",
 		"UDP out→guest, loss (%) n/a 20.0",
 		"UDP guest→out, 64-byte datagrams received (/s) n/a 100,000",
+		"UDP out→guest, 64-byte datagrams received (/s) n/a 200,000",
+		"UDP guest→out, unlimited offered, received (Gbit/s) n/a 2.00", // half of 4 Gbit/s lost
+		"UDP out→guest, unlimited offered, received (Gbit/s) n/a 1.50",
 		"RSS per idle TCP conn (KiB) n/a 2.00", // (40-20) MiB / 10240
 		"start → guest's DHCP lease (s) n/a 0.200",
 	} {

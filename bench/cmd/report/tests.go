@@ -37,7 +37,10 @@ var tests = []test{
 	{"udp_loss", "UDP guest→out, loss", percent, false},
 	{"udp_in", "UDP out→guest, received", gbps, true},
 	{"udp_in_loss", "UDP out→guest, loss", percent, false},
+	{"udp_out_max", "UDP guest→out, unlimited offered, received", gbps, true},
+	{"udp_in_max", "UDP out→guest, unlimited offered, received", gbps, true},
 	{"udp_64", "UDP guest→out, 64-byte datagrams received", perSec, false},
+	{"udp_in_64", "UDP out→guest, 64-byte datagrams received", perSec, false},
 	{"rr", "TCP RR, transactions", perSec, false},
 	{"rr_p50", "TCP RR, p50 latency", micros, false},
 	{"rr_p99", "TCP RR, p99 latency", micros, false},
@@ -52,7 +55,7 @@ var tests = []test{
 
 // costTests are the rows whose runs carry the implementation's CPU time and
 // peak RSS.
-var costTests = []string{"tcp_out_1", "tcp_out_4", "tcp_in_1", "tcp_in_4", "udp_out", "udp_in", "udp_64", "rr", "rr_load", "crr", "crr_server"}
+var costTests = []string{"tcp_out_1", "tcp_out_4", "tcp_in_1", "tcp_in_4", "udp_out", "udp_in", "udp_out_max", "udp_in_max", "udp_64", "udp_in_64", "rr", "rr_load", "crr", "crr_server"}
 
 func testByID(id string) (test, bool) {
 	for _, t := range tests {
