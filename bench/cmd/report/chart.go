@@ -23,7 +23,7 @@ const (
 	marginLeft  = 60
 	marginRight = 20
 	titleHeight = 50
-	labelHeight = 40 // under each panel: the row names
+	labelHeight = 46 // under each panel: the row names, up to three lines
 	lineHeight  = 13 // basicfont.Face7x13
 )
 
@@ -129,8 +129,27 @@ func panel(img *image.RGBA, top, mtu int, rows []test, res results) {
 			fill(img, image.Rect(x+1, y, x+barW-1, bottom), implColor(i, impl))
 			text(img, x+1, y-3, format(v, t.Unit), black)
 		}
-		text(img, x0, bottom+lineHeight+4, ascii.Replace(t.Title), black)
+		for k, line := range wrap(ascii.Replace(t.Title), (groupW-10)/7) { // 7 px per glyph
+			text(img, x0, bottom+(k+1)*lineHeight+4, line, black)
+		}
 	}
+}
+
+// wrap breaks a row name after its commas into lines of at most width
+// glyphs where it can, so neighbouring groups' names do not overlap.
+func wrap(title string, width int) []string {
+	var lines []string
+	for _, part := range strings.SplitAfter(title, ", ") {
+		if n := len(lines); n > 0 && len(lines[n-1])+len(part) <= width {
+			lines[n-1] += part
+			continue
+		}
+		lines = append(lines, part)
+	}
+	for i := range lines {
+		lines[i] = strings.TrimSpace(lines[i])
+	}
+	return lines
 }
 
 // ascii replaces what basicfont has no glyph for.

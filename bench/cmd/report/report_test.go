@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -149,4 +150,22 @@ func deref(v *float64) any {
 		return nil
 	}
 	return *v
+}
+
+func TestWrap(t *testing.T) {
+	tests := []struct {
+		title string
+		width int
+		want  []string
+	}{
+		{"TCP guest->out, 1 stream", 30, []string{"TCP guest->out, 1 stream"}},
+		{"TCP guest->out, 1 stream", 18, []string{"TCP guest->out,", "1 stream"}},
+		{"UDP guest->out, unlimited offered, received", 19, []string{"UDP guest->out,", "unlimited offered,", "received"}},
+		{"no commas at all here", 5, []string{"no commas at all here"}},
+	}
+	for _, tt := range tests {
+		if got := wrap(tt.title, tt.width); !slices.Equal(got, tt.want) {
+			t.Errorf("wrap(%q, %d) = %q, want %q", tt.title, tt.width, got, tt.want)
+		}
+	}
 }
