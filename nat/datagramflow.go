@@ -109,9 +109,12 @@ func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort, quote 
 	now := f.touch()
 	f.flow.Count(true).Add(len(payload), now) // before the send: what the peer saw is counted
 	df := dontFragment(quote)
-	if b := f.env.batch; b != nil && f.gso != nil && len(payload) > 0 && !f.noGSO.Load() {
-		b.add(f, payload, dst, ttl, df, quote)
-		return !known, nil
+	if b := f.env.batch; b != nil {
+		if f.gso != nil && len(payload) > 0 && !f.noGSO.Load() {
+			b.add(f, payload, dst, ttl, df, quote)
+			return !known, nil
+		}
+		b.flushFlow(f) // what the flow sent before leaves first
 	}
 	return !known, f.sendNow(payload, dst, ttl, df)
 }

@@ -66,6 +66,16 @@ func (b *udpBatch) flush() {
 	b.mu.Unlock()
 }
 
+// flushFlow sends what the batch holds when it holds f's datagrams: f is
+// about to send one past the batch, which must not overtake them.
+func (b *udpBatch) flushFlow(f *datagramFlow) {
+	b.mu.Lock()
+	if b.flow == f {
+		b.flushLocked()
+	}
+	b.mu.Unlock()
+}
+
 // flushLocked sends the batch: one datagram on its own, more in one
 // WriteGSO. When that fails (GSO refused: a path MTU below the size, an
 // old kernel; or an error the socket had pending) it sends them one by

@@ -138,6 +138,7 @@ func TestUDPBurstBatched(t *testing.T) {
 		{"64 KB per send at most", sizes(100, 1200), 54, 2, 100},
 		{"bytes bounded", sizes(20, 8000), 16, 3, 20},
 		{"empty datagrams go alone", sizes(3, 0), 3, 0, 0},
+		{"an empty one lets the held ones go first", sizes(2, 100, 0), 3, 1, 2},
 		{"jumbo datagrams go alone", sizes(3, 40000), 3, 0, 0},
 	}
 	for _, tt := range tests {
