@@ -6,6 +6,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/masqnet/masq/internal/relay"
 )
 
 // recvFrom reads one datagram from a non-blocking socket into b without
@@ -27,31 +29,7 @@ func recvFrom(fd int, b []byte, rsa *unix.RawSockaddrAny) (int, netip.AddrPort, 
 // sendTo writes one datagram to dst from a socket of dst's family (an
 // IPv6 socket takes IPv4 destinations mapped) without allocating.
 func sendTo(fd int, b []byte, dst netip.AddrPort, v6 bool) error {
-	var p unsafe.Pointer
-	var l uintptr
-	var sa4 unix.RawSockaddrInet4
-	var sa6 unix.RawSockaddrInet6
-	if v6 {
-		sa6.Family = unix.AF_INET6
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa6.Port))[:], dst.Port())
-		sa6.Addr = dst.Addr().As16()
-		p, l = unsafe.Pointer(&sa6), unix.SizeofSockaddrInet6
-	} else {
-		sa4.Family = unix.AF_INET
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa4.Port))[:], dst.Port())
-		sa4.Addr = dst.Addr().Unmap().As4()
-		p, l = unsafe.Pointer(&sa4), unix.SizeofSockaddrInet4
-	}
-	var bp unsafe.Pointer
-	if len(b) > 0 {
-		bp = unsafe.Pointer(&b[0])
-	}
-	_, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(bp), uintptr(len(b)),
-		unix.MSG_DONTWAIT, uintptr(p), l)
-	if errno != 0 {
-		return errno
-	}
-	return nil
+	return relay.SendMsg(fd, b, nil, dst, v6)
 }
 
 // sockaddrAddrPort decodes an AF_INET or AF_INET6 socket address.

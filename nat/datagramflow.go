@@ -122,12 +122,14 @@ func (f *datagramFlow) send(payload []byte, dst, guestDst netip.AddrPort, quote 
 // sendNow sends one datagram as send describes, at once.
 func (f *datagramFlow) sendNow(payload []byte, dst netip.AddrPort, ttl uint8, df bool) error {
 	err := f.write(payload, dst, ttl, df)
-	if _, ok := f.conn.(ErrorConn); ok && err != nil && isPodError(err) && !errors.Is(err, syscall.EMSGSIZE) {
+	if _, ok := f.conn.(ErrorConn); ok && err != nil && isPodError(err) && !errors.Is(err, syscall.EMSGSIZE) &&
+		!errors.Is(err, syscall.EAGAIN) {
 		// The kernel fails a send with the error pending on the socket
 		// (sock_error), an ICMP error an earlier datagram drew, and
 		// does not send it; the error stays queued for the read loop.
 		// (EMSGSIZE is this datagram's own: too big for the path MTU
-		// with df; the error queue holds it for the guest.)
+		// with df; the error queue holds it for the guest. EAGAIN is a
+		// full send buffer: the datagram is dropped, see kernelConn.)
 		err = f.write(payload, dst, ttl, df)
 	}
 	if err != nil {

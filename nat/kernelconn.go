@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"syscall"
 	"unsafe"
@@ -19,10 +20,24 @@ import (
 // queued on the socket's error queue, which ReadPodError reads, and a
 // pending one fails the next read (ECONNREFUSED, EHOSTUNREACH…) once.
 // Without it an unconnected socket never hears of them.
+//
+// Its sends never wait: where the socket's send buffer is full (a pod link
+// slower than the guest sends, the datagrams queued below the socket) the
+// datagram is dropped with EAGAIN, as a router's full queue drops it,
+// instead of stalling the guest's link reader, and every flow with it,
+// until the queue drains.
 type kernelConn struct {
 	*net.UDPConn
 	sock *podSocket
 	gso  [32]byte // WriteGSO's control message (gsoCmsgSpace of it), under sock.mu
+
+	// The send in progress, for sendNow; under sock.mu.
+	out struct {
+		b, oob []byte
+		dst    netip.AddrPort
+		err    error
+	}
+	sendNow func(fd uintptr) bool // c.sendOut, bound once: no allocation per send
 }
 
 var (
@@ -46,7 +61,42 @@ func newKernelConn(c *net.UDPConn, six bool) (*kernelConn, error) {
 		c.Close()
 		return nil, err
 	}
-	return &kernelConn{UDPConn: c, sock: sock}, nil
+	kc := &kernelConn{UDPConn: c, sock: sock}
+	kc.sendNow = kc.sendOut
+	return kc, nil
+}
+
+// WriteToUDPAddrPort sends b to dst as the last send's header left it,
+// without waiting (see kernelConn).
+func (c *kernelConn) WriteToUDPAddrPort(b []byte, dst netip.AddrPort) (int, error) {
+	c.sock.mu.Lock()
+	defer c.sock.mu.Unlock()
+	if err := c.sendLocked(b, nil, dst); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// sendLocked sends b with the control message oob to dst on the socket,
+// once, without waiting. c.sock.mu is held.
+func (c *kernelConn) sendLocked(b, oob []byte, dst netip.AddrPort) error {
+	c.out.b, c.out.oob, c.out.dst, c.out.err = b, oob, dst, nil
+	err := c.sock.rc.Write(c.sendNow)
+	c.out.b, c.out.oob = nil, nil
+	if err != nil {
+		return err // closed
+	}
+	if c.out.err != nil {
+		return &net.OpError{Op: "write", Net: "udp", Addr: net.UDPAddrFromAddrPort(dst), Err: os.NewSyscallError("sendmsg", c.out.err)}
+	}
+	return nil
+}
+
+// sendOut makes the send c.out describes; it never asks the poller to
+// wait.
+func (c *kernelConn) sendOut(fd uintptr) bool {
+	c.out.err = relay.SendMsg(int(fd), c.out.b, c.out.oob, c.out.dst, c.sock.six)
+	return true
 }
 
 // WriteToTTL implements TTLConn.WriteToTTL (see podSocket.setHeader).
@@ -56,7 +106,10 @@ func (c *kernelConn) WriteToTTL(b []byte, dst netip.AddrPort, ttl uint8, df bool
 	if err := c.sock.setHeaderLocked(ttl, df); err != nil {
 		return 0, err
 	}
-	return c.UDPConn.WriteToUDPAddrPort(b, dst)
+	if err := c.sendLocked(b, nil, dst); err != nil {
+		return 0, err
+	}
+	return len(b), nil
 }
 
 // WriteGSO implements GSOConn.WriteGSO: one sendmsg with a UDP_SEGMENT
@@ -74,8 +127,7 @@ func (c *kernelConn) WriteGSO(b []byte, size int, dst netip.AddrPort, ttl uint8,
 	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
 	h.SetLen(unix.CmsgLen(2))
 	binary.NativeEndian.PutUint16(c.gso[unix.CmsgLen(0):], uint16(size))
-	_, _, err := c.WriteMsgUDPAddrPort(b, c.gso[:gsoCmsgSpace], dst)
-	return err
+	return c.sendLocked(b, c.gso[:gsoCmsgSpace], dst)
 }
 
 // ReadPodError implements ErrorConn.ReadPodError.

@@ -311,3 +311,44 @@ func TestUDPBatchSendsWithoutAllocating(t *testing.T) {
 	}
 	receive(t, rc, 16, 5*time.Second) // they arrived
 }
+
+// TestKernelConnSendsWithoutAllocating: the kernel pod socket's three
+// sends (plain, with a TTL, a GSO batch) reach a loopback receiver, and
+// none allocates.
+func TestKernelConnSendsWithoutAllocating(t *testing.T) {
+	rc, to := udpReceiver(t)
+	c, err := nat.KernelPod{}.ListenUDP(to.Addr(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	gc, ok := c.(nat.GSOConn)
+	if !ok {
+		t.Fatalf("%T is not a GSOConn", c)
+	}
+	payload := make([]byte, 1000)
+	batch := make([]byte, 4000)
+	sends := []struct {
+		name      string
+		send      func() error
+		datagrams int
+	}{
+		{"plain", func() error { _, err := c.WriteToUDPAddrPort(payload, to); return err }, 1},
+		{"ttl", func() error { _, err := gc.WriteToTTL(payload, to, 5, true); return err }, 1},
+		{"gso", func() error { return gc.WriteGSO(batch, 1000, to, 5, true) }, 4},
+	}
+	for _, s := range sends {
+		if err := s.send(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		for _, d := range receive(t, rc, s.datagrams, 5*time.Second) {
+			if len(d) != 1000 {
+				t.Fatalf("%s: a %d-byte datagram, want 1000", s.name, len(d))
+			}
+		}
+		if allocs := testing.AllocsPerRun(20, func() { s.send() }); allocs != 0 {
+			t.Errorf("%s: %.1f allocations per send, want 0", s.name, allocs)
+		}
+		receive(t, rc, 21*s.datagrams, 5*time.Second)
+	}
+}
