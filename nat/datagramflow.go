@@ -65,6 +65,11 @@ const maxFlowPeers = 1024
 // long before 64 further destinations pushed them out.
 const maxFlowQuotes = 64
 
+// notPollableRetry is how long a flow's read loop waits before it looks
+// at its socket again after the runtime's poller called it not pollable
+// (see readLoop): a socket stays so only while its send buffer is full.
+const notPollableRetry = 10 * time.Millisecond
+
 // errFlowEnded says a flow was evicted or expired before it could send.
 var errFlowEnded = errors.New("flow ended")
 
@@ -191,8 +196,21 @@ func (f *datagramFlow) readLoop() {
 		f.env.reg.Untrack(f)
 	}()
 	for {
-		if f.ready != nil && f.ready.wait() != nil {
-			return
+		if f.ready != nil {
+			if err := f.ready.wait(); err != nil {
+				if errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.EINVAL) {
+					return
+				}
+				// "Not pollable": epoll reported an error alone (one
+				// queued while the socket could be neither read nor
+				// written: its send buffer full), and Go's poller fails
+				// every wait so until the socket's next readiness event.
+				// The flow lives on: relay what is queued, look again
+				// shortly.
+				f.relayErrors()
+				time.Sleep(notPollableRetry)
+				continue
+			}
 		}
 		if f.ready != nil && f.ready.errPending && f.relayErrors() {
 			continue // the wake was for an error: nothing to read
