@@ -977,6 +977,64 @@ func TestUDPBatchShutdownWithStalledPod(t *testing.T) {
 	}
 }
 
+// TestUDPPodErrorWhileSendBufferFull: a guest socket talks to an echo
+// on the outside host, then floods a closed port of it through a pod link
+// shaped to a trickle, so the pod socket's send buffer stays full while
+// the host's port unreachables come back (one a second). The flow must
+// keep relaying: a datagram the echo sends afterwards reaches the guest.
+// (An error queued on a socket that can neither be read nor written makes
+// epoll report EPOLLERR alone, which Go's poller turns into "not pollable"
+// for a waiting read: the flow's read loop must not take that for its end.)
+func TestUDPPodErrorWhileSendBufferFull(t *testing.T) {
+	requireTool(t, "tc", "iproute2")
+	for _, mode := range []struct {
+		name string
+		args []string
+	}{{"offload", nil}, {"no-offload", []string{"--no-offload"}}} {
+		t.Run(mode.name, func(t *testing.T) {
+			tp := newTopology(t, 1500)
+			if out, err := inNetns(tp.Pod, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf",
+				"rate", "10kbit", "burst", "1600", "limit", "100000000"); err != nil {
+				t.Fatalf("tc: %v\n%s", err, out)
+			}
+			startMasq(t, tp, "masq", mode.args...)
+			guestStatic4(t, tp)
+			peer := udpIn(t, tp.Out, hostPort(outAddr4, 7801), "")
+			g := udpIn(t, tp.Guest, hostPort(guest4, 48001), "")
+			if _, err := g.WriteToUDP([]byte("hello"), peer.LocalAddr().(*net.UDPAddr)); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 2048)
+			peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, flow, err := peer.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				t.Fatalf("the echo got nothing from the guest: %v", err)
+			}
+			closed := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(hostPort(outAddr4, 7702)))
+			p := make([]byte, 1400)
+			for range 300 {
+				g.WriteToUDP(p, closed)
+				time.Sleep(100 * time.Microsecond) // within the tap's queue
+			}
+			time.Sleep(3 * time.Second) // port unreachables come back meanwhile
+			if _, err := peer.WriteToUDPAddrPort([]byte("still there?"), flow); err != nil {
+				t.Fatal(err)
+			}
+			g.SetReadDeadline(time.Now().Add(2 * time.Second))
+			for {
+				n, from, err := g.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					t.Fatalf("the echo's datagram to the flow (%v) did not reach the guest: %v", flow, err)
+				}
+				if string(buf[:n]) == "still there?" {
+					t.Logf("reached the guest from %v", from)
+					return
+				}
+			}
+		})
+	}
+}
+
 // TestUDPBatchLatencyBesideBulk measures the round trip of small
 // datagrams (DNS-like) to an echo on the outside host, alone and while a
 // TCP bulk upload from the same guest keeps the tap busy: masq holds a
