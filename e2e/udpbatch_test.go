@@ -545,10 +545,10 @@ func udpSendStats(log string) string {
 // isErrno reports whether err is errno.
 func isErrno(err error, errno syscall.Errno) bool { return errors.Is(err, errno) }
 
-// guestSend sends p from c (to to, when c is not connected), once more
-// when the first send fails for an error pending on the socket: an ICMP
-// error an earlier datagram drew, which the kernel reports on the next
-// send instead of sending it.
+// guestSend sends p from c (to to, when c is not connected), again when
+// a send fails for an error pending on the socket: an ICMP error an
+// earlier datagram drew, which the kernel reports on the next send instead
+// of sending it (several may come back one after the other).
 func guestSend(c *net.UDPConn, p []byte, to *net.UDPAddr) error {
 	for try := 0; ; try++ {
 		var err error
@@ -559,7 +559,7 @@ func guestSend(c *net.UDPConn, p []byte, to *net.UDPAddr) error {
 		}
 		pending := isErrno(err, syscall.ECONNREFUSED) || isErrno(err, syscall.EHOSTUNREACH) ||
 			isErrno(err, syscall.ENETUNREACH) || isErrno(err, syscall.EMSGSIZE)
-		if err == nil || try == 1 || !pending {
+		if err == nil || try == 8 || !pending {
 			return err
 		}
 	}
