@@ -353,9 +353,10 @@ func (n *NAT) Close() { n.shutdown() }
 func (n *NAT) shutdown() { n.shutdownOnce.Do(n.doShutdown) }
 
 func (n *NAT) doShutdown() {
-	if b := n.udp.env.batch; b != nil {
-		b.flush() // what the last burst left
-	}
+	// What the UDP batch holds is not flushed first: its send may block
+	// (a pod socket's send buffer full), holding the batch, until the
+	// socket closes, just below. The link's reader flushes at each
+	// burst's end; a burst cut by the shutdown is dropped.
 	open := n.reg.Close()
 	n.cancel()
 	for _, f := range open {
