@@ -340,6 +340,7 @@ func (l *Vnet) readLoop() {
 		n      int
 		rerr   error
 		frames int // delivered since the burst's end was last called
+		bytes  int // of those frames
 	)
 	// read runs on the poller's behalf: false (EAGAIN) parks the reader
 	// until the tap is readable; the burst ends first. Bound once: no
@@ -352,7 +353,7 @@ func (l *Vnet) readLoop() {
 				continue
 			case rerr == unix.EAGAIN:
 				if frames > 0 {
-					frames = 0
+					frames, bytes = 0, 0
 					l.EndBurst()
 				}
 				return false
@@ -378,8 +379,9 @@ func (l *Vnet) readLoop() {
 		l.synAckMu.Lock() // see writeSynAck
 		l.deliver(buf[:n])
 		l.synAckMu.Unlock()
-		if frames++; frames >= MaxBurstFrames {
-			frames = 0
+		frames, bytes = frames+1, bytes+n
+		if frames >= MaxBurstFrames || bytes >= MaxBurstBytes {
+			frames, bytes = 0, 0
 			l.EndBurst()
 		}
 	}

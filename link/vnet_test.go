@@ -361,25 +361,38 @@ func (d *burstDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *sta
 func (d *burstDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
 
 func TestVnetEndsBursts(t *testing.T) {
+	const big = 52 << 10 // five frames of this size end a burst by bytes
 	tests := []struct {
 		frames int
+		size   int     // bytes of each frame; 0: a small one
 		ends   []int64 // frames delivered at each burst end
 	}{
-		{1, []int64{1}},
-		{3, []int64{3}},
-		{MaxBurstFrames, []int64{MaxBurstFrames}},
-		{2*MaxBurstFrames + 2, []int64{MaxBurstFrames, 2 * MaxBurstFrames, 2*MaxBurstFrames + 2}},
+		{1, 0, []int64{1}},
+		{3, 0, []int64{3}},
+		{MaxBurstFrames, 0, []int64{MaxBurstFrames}},
+		{2*MaxBurstFrames + 2, 0, []int64{MaxBurstFrames, 2 * MaxBurstFrames, 2*MaxBurstFrames + 2}},
+		{6, big, []int64{5, 6}}, // 5 × 52 KiB reach 256 KiB
 	}
 	frame, _ := testFrame{proto: header.UDPProtocolNumber}.build()
 	copy(frame, header.EthernetBroadcastAddress)
-	msg := append(make([]byte, vnetHdrSize), frame...)
 	for _, tt := range tests {
-		t.Run(fmt.Sprint(tt.frames), func(t *testing.T) {
+		t.Run(fmt.Sprint(tt.frames, "x", tt.size), func(t *testing.T) {
+			msg := append(make([]byte, vnetHdrSize), frame...)
+			if tt.size > len(msg) {
+				msg = append(msg, make([]byte, tt.size-len(msg))...)
+			}
 			l, peer := vnetPair(t)
+			// Room for 6 × 52 KiB (the kernel doubles what it allows, at
+			// least 2 × 212,992 bytes), and a full buffer fails the test
+			// rather than block it.
+			unix.SetsockoptInt(peer, unix.SOL_SOCKET, unix.SO_SNDBUF, 1<<20)
+			if err := unix.SetNonblock(peer, true); err != nil {
+				t.Fatal(err)
+			}
 			// Queued before the reader starts: one burst of them all.
-			for range tt.frames {
+			for i := range tt.frames {
 				if _, err := unix.Write(peer, msg); err != nil {
-					t.Fatal(err)
+					t.Fatalf("queueing frame %d of %d bytes: %v", i, len(msg), err)
 				}
 			}
 			d := new(burstDispatcher)

@@ -139,6 +139,7 @@ func (t *datagramTable) flow(src, dst netip.AddrPort) (*datagramFlow, error) {
 			return f, nil
 		}
 		delete(t.flows, key) // its socket failed: a fresh one
+		f.Abort()
 	}
 	conn, err := t.env.proto.listen(t.env.pod, dst.Addr(), src.Port())
 	if err != nil {
@@ -185,6 +186,9 @@ func (t *datagramTable) evictLocked(keep *datagramFlow) bool {
 	}
 	delete(t.flows, f.key)
 	t.env.stats.evicted.Add(1)
+	if b := t.env.batch; b != nil {
+		b.flushFlow(f) // the guest sent them before the flow had to go
+	}
 	f.release()
 	f.Abort()
 	return true

@@ -191,6 +191,7 @@ func (f *datagramFlow) readLoop() {
 			s.Close()
 		}
 		f.release()
+		f.Abort() // the socket failed: closed now, not when the table notices
 		f.env.flows.Close(f.flow)
 		f.ended.Store(true)
 		f.env.reg.Untrack(f)
