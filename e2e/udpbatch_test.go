@@ -969,33 +969,45 @@ func TestUDPBatchShutdownDuringFlood(t *testing.T) {
 	}
 }
 
+// stalledPodModes runs a stalled-pod test with offload (the NAT batches)
+// and without (it does not).
+var stalledPodModes = []struct {
+	name string
+	args []string
+}{{"offload", nil}, {"no-offload", []string{"--no-offload"}}}
+
+// stalledPod is a topology whose pod link is shaped to a trickle (tbf at
+// 10 kbit/s with a deep queue), so a pod socket's send buffer fills and
+// stays full, with masq started with args and the guest's static IPv4
+// address set.
+func stalledPod(t *testing.T, args []string) (*topology, *proc) {
+	t.Helper()
+	tp := newTopology(t, 1500)
+	if out, err := inNetns(tp.Pod, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf",
+		"rate", "10kbit", "burst", "1600", "limit", "100000000"); err != nil {
+		t.Fatalf("tc: %v\n%s", err, out)
+	}
+	m := startMasq(t, tp, "masq", args...)
+	guestStatic4(t, tp)
+	return tp, m
+}
+
 // TestUDPBatchShutdownWithStalledPod: the pod's link is shaped to a
-// trickle (tbf at 10 kbit/s with a deep queue), so once a pod socket's
-// send buffer is full masq's sends to it block, as they do behind a slow
-// or congested pod network. masq must still exit within stopTimeout of
-// SIGTERM, with offload (the NAT batches) as without (it does not):
-// closing the pod sockets ends the blocked sends.
+// trickle, so a pod socket's send buffer fills while the guest sends.
+// masq must still exit within stopTimeout of SIGTERM, with offload (the
+// NAT batches) as without: a send to a full socket drops the datagram
+// rather than wait (it used to wait, holding the batch, and the shutdown
+// behind it).
 func TestUDPBatchShutdownWithStalledPod(t *testing.T) {
 	requireTool(t, "tc", "iproute2")
-	for _, mode := range []struct {
-		name string
-		args []string
-	}{{"offload", nil}, {"no-offload", []string{"--no-offload"}}} {
+	for _, mode := range stalledPodModes {
 		t.Run(mode.name, func(t *testing.T) {
-			tp := newTopology(t, 1500)
-			if out, err := inNetns(tp.Pod, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf",
-				"rate", "10kbit", "burst", "1600", "limit", "100000000"); err != nil {
-				t.Fatalf("tc: %v\n%s", err, out)
-			}
-			m := startMasq(t, tp, "masq", mode.args...)
-			guestStatic4(t, tp)
-			// An open port: a port unreachable would end the flow's read
-			// loop and leave it out of the
-			// shutdown.
+			tp, m := stalledPod(t, mode.args)
+			// An open port: the test is about full send buffers, not
+			// ICMP errors (TestUDPPodErrorWhileSendBufferFull).
 			rx := newReceiver(t, tp.Out, hostPort(outAddr4, 7701))
 			g := udpIn(t, tp.Guest, hostPort(guest4, 47001), rx.name)
-			// 700 KB for a pod socket whose send buffer holds about 200:
-			// masq's send blocks.
+			// 700 KB for a pod socket whose send buffer holds about 200.
 			p := make([]byte, 1400)
 			for range 500 {
 				g.Write(p)
@@ -1022,18 +1034,9 @@ func TestUDPBatchShutdownWithStalledPod(t *testing.T) {
 // for a waiting read: the flow's read loop must not take that for its end.)
 func TestUDPPodErrorWhileSendBufferFull(t *testing.T) {
 	requireTool(t, "tc", "iproute2")
-	for _, mode := range []struct {
-		name string
-		args []string
-	}{{"offload", nil}, {"no-offload", []string{"--no-offload"}}} {
+	for _, mode := range stalledPodModes {
 		t.Run(mode.name, func(t *testing.T) {
-			tp := newTopology(t, 1500)
-			if out, err := inNetns(tp.Pod, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf",
-				"rate", "10kbit", "burst", "1600", "limit", "100000000"); err != nil {
-				t.Fatalf("tc: %v\n%s", err, out)
-			}
-			startMasq(t, tp, "masq", mode.args...)
-			guestStatic4(t, tp)
+			tp, _ := stalledPod(t, mode.args)
 			peer := udpIn(t, tp.Out, hostPort(outAddr4, 7801), "")
 			g := udpIn(t, tp.Guest, hostPort(guest4, 48001), "")
 			if _, err := g.WriteToUDP([]byte("hello"), peer.LocalAddr().(*net.UDPAddr)); err != nil {

@@ -17,52 +17,6 @@ import (
 // what a guest sends on one socket must reach its destination as a plain
 // per-datagram NAT would deliver it, whatever the batch holds meanwhile.
 
-// TestUDPBatchEmptyDatagramKeepsOrder: an empty datagram that follows
-// batched datagrams of the same flow and destination, in one burst, must
-// not overtake them. (An empty datagram is never batched: it must first
-// send what the batch holds for its flow.)
-func TestUDPBatchEmptyDatagramKeepsOrder(t *testing.T) {
-	tests := []struct {
-		name  string
-		sizes []int
-	}{
-		{"empty after two", []int{1000, 1000, 0, 1000}},
-		{"empty after one", []int{700, 0}},
-		{"empty between runs", []int{500, 500, 500, 0, 0, 500, 500}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			pod := newFakePod()
-			rc, to := udpReceiver(t)
-			dst := netip.AddrPortFrom(world4, 9)
-			pod.route(dst, to)
-			var endBurst func()
-			g, n := harnessLink(t, 1500, true, pod, func(c *nat.Config) {
-				c.BurstEnd = func(f func()) { endBurst = f }
-			})
-			c := guestUDP(t, g, guest4.Addr())
-			warmUp(t, c, dst, rc, endBurst)
-			for i, size := range tt.sizes {
-				if _, err := c.WriteTo(datagram(i, size), net.UDPAddrFromAddrPort(dst)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			waitFromGuest(t, n, uint64(1+len(tt.sizes)))
-			endBurst()
-			got := receive(t, rc, len(tt.sizes), 5*time.Second)
-			var gotSizes []int
-			for _, d := range got {
-				gotSizes = append(gotSizes, len(d))
-			}
-			for i, size := range tt.sizes {
-				if !bytes.Equal(got[i], datagram(i, size)) {
-					t.Fatalf("sent sizes %v, received %v: datagram %d out of order", tt.sizes, gotSizes, i)
-				}
-			}
-		})
-	}
-}
-
 // TestUDPBatchEvictedFlowLosesNothing: a flow whose datagrams the batch
 // holds is evicted to make room for a new flow (the table is full) in the
 // same burst. Its datagrams were taken from the guest before the eviction,

@@ -139,6 +139,9 @@ func TestUDPBurstBatched(t *testing.T) {
 		{"bytes bounded", sizes(20, 8000), 16, 3, 20},
 		{"empty datagrams go alone", sizes(3, 0), 3, 0, 0},
 		{"an empty one lets the held ones go first", sizes(2, 100, 0), 3, 1, 2},
+		{"an empty one between held ones", []int{1000, 1000, 0, 1000}, 3, 1, 2},
+		{"an empty one after one held", []int{700, 0}, 2, 0, 0},
+		{"empty ones between batches", []int{500, 500, 500, 0, 0, 500, 500}, 5, 2, 5},
 		{"jumbo datagrams go alone", sizes(3, 40000), 3, 0, 0},
 	}
 	for _, tt := range tests {
