@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -35,6 +36,9 @@ type datagramFlow struct {
 	// noGSO is set once the kernel refused to segment the flow's
 	// datagrams: it sends each on its own from then on.
 	noGSO atomic.Bool
+	// aborted is set when the flow's socket is being closed (Abort):
+	// whatever its read loop's wait then fails with is the end.
+	aborted atomic.Bool
 
 	mu sync.Mutex
 	// peers maps each pod-side address the flow sent to to the address
@@ -199,7 +203,8 @@ func (f *datagramFlow) readLoop() {
 	for {
 		if f.ready != nil {
 			if err := f.ready.wait(); err != nil {
-				if errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.EINVAL) {
+				if f.aborted.Load() || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) ||
+					errors.Is(err, syscall.EINVAL) {
 					return
 				}
 				// "Not pollable": epoll reported an error alone (one
@@ -275,5 +280,6 @@ func (f *datagramFlow) idleSince(now time.Time) time.Duration {
 // Abort closes the pod socket; the read loop then ends and releases the
 // flow. It implements relay.Flow.
 func (f *datagramFlow) Abort() {
+	f.aborted.Store(true) // before the close: the read loop then knows its end
 	f.closeOnce.Do(func() { f.conn.Close() })
 }
