@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"syscall"
 	"unsafe"
@@ -78,7 +77,9 @@ func (c *kernelConn) WriteToUDPAddrPort(b []byte, dst netip.AddrPort) (int, erro
 }
 
 // sendLocked sends b with the control message oob to dst on the socket,
-// once, without waiting. c.sock.mu is held.
+// once, without waiting. A failed send returns its syscall.Errno as it is:
+// under a full send buffer every datagram fails so, and wrapping each
+// would allocate per packet. c.sock.mu is held.
 func (c *kernelConn) sendLocked(b, oob []byte, dst netip.AddrPort) error {
 	c.out.b, c.out.oob, c.out.dst, c.out.err = b, oob, dst, nil
 	err := c.sock.rc.Write(c.sendNow)
@@ -86,10 +87,7 @@ func (c *kernelConn) sendLocked(b, oob []byte, dst netip.AddrPort) error {
 	if err != nil {
 		return err // closed
 	}
-	if c.out.err != nil {
-		return &net.OpError{Op: "write", Net: "udp", Addr: net.UDPAddrFromAddrPort(dst), Err: os.NewSyscallError("sendmsg", c.out.err)}
-	}
-	return nil
+	return c.out.err
 }
 
 // sendOut makes the send c.out describes; it never asks the poller to
