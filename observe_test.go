@@ -25,6 +25,7 @@ import (
 	"github.com/masqnet/masq/flowtable"
 	"github.com/masqnet/masq/inbound"
 	"github.com/masqnet/masq/internal/memguest"
+	"github.com/masqnet/masq/internal/testkit"
 	"github.com/masqnet/masq/link"
 	"github.com/masqnet/masq/nat"
 	"github.com/masqnet/masq/ports"
@@ -128,32 +129,12 @@ func tcpPeer(t *testing.T) netip.AddrPort {
 	return netip.MustParseAddrPort(ln.Addr().String())
 }
 
-// udpPeer echoes datagrams.
-func udpPeer(t *testing.T) netip.AddrPort {
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := c.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			c.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	return netip.MustParseAddrPort(c.LocalAddr().String())
-}
-
 // TestControlFlowsAndMetrics runs masq with --control against an
 // in-memory guest, carries a known TCP and UDP exchange, and reads the
 // flows and metrics back from the control socket.
 func TestControlFlowsAndMetrics(t *testing.T) {
 	tcpDst, udpDst := netip.MustParseAddrPort("198.18.0.1:80"), netip.MustParseAddrPort("198.18.0.2:7")
-	tcpTo, udpTo := tcpPeer(t), udpPeer(t)
+	tcpTo, udpTo := tcpPeer(t), testkit.UDPEcho(t)
 	sock := filepath.Join(t.TempDir(), "control.sock")
 	g := startMasq(t, 1500, func(c *masq.Config) {
 		c.Control = sock

@@ -99,7 +99,7 @@ func benchTCPPodToGuest(b *testing.B, l benchLink) {
 func BenchmarkUDPRoundTrip(b *testing.B) {
 	pod := newFakePod()
 	dst := netip.AddrPortFrom(world4, 7)
-	pod.route(dst, udpEcho(b))
+	pod.route(dst, testkit.UDPEcho(b))
 	g, _ := harness(b, pod, nil)
 	c := guestUDP(b, g, guest4.Addr())
 	msg := make([]byte, 1400)

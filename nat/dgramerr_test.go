@@ -20,6 +20,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/masqnet/masq/internal/memguest"
+	"github.com/masqnet/masq/internal/testkit"
 	"github.com/masqnet/masq/nat"
 )
 
@@ -91,7 +92,7 @@ func TestUDPRefusedReachesGuest(t *testing.T) {
 		t.Errorf("guest got %d destination unreachable, want 1", got)
 	}
 	// The flow lives on: the socket's error did not end it.
-	echo := udpEcho(t)
+	echo := testkit.UDPEcho(t)
 	pod.route(dst, echo)
 	c.Write([]byte("again"))
 	c.SetReadDeadline(time.Now().Add(3 * time.Second))
@@ -108,7 +109,7 @@ func TestTimeExceededAtGateway(t *testing.T) {
 	for _, dst := range []netip.AddrPort{netip.AddrPortFrom(world4, 7), netip.AddrPortFrom(world6, 7)} {
 		t.Run(dst.Addr().String(), func(t *testing.T) {
 			pod := newFakePod()
-			pod.route(dst, udpEcho(t))
+			pod.route(dst, testkit.UDPEcho(t))
 			g, n := harness(t, pod, nil)
 			c := connectedUDP(t, g, dst, 1)
 			c.Write([]byte("expire"))

@@ -29,7 +29,7 @@ func waitFlows(t *testing.T, table *flowtable.Table, proto flowtable.Proto, n in
 func TestUDPFlowListedCountedAndExpired(t *testing.T) {
 	pod := newFakePod()
 	dst := netip.AddrPortFrom(world4, 7)
-	pod.route(dst, udpEcho(t))
+	pod.route(dst, testkit.UDPEcho(t))
 	g, n := harness(t, pod, nil)
 	c := guestUDP(t, g, guest4.Addr())
 	const msg = "twelve bytes"

@@ -376,28 +376,6 @@ func tcpServer(t testing.TB, handle func(net.Conn)) netip.AddrPort {
 	return netip.MustParseAddrPort(ln.Addr().String())
 }
 
-// udpEcho runs a loopback UDP echo server until the test ends.
-func udpEcho(t testing.TB) netip.AddrPort {
-	t.Helper()
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { c.Close(); wg.Wait() })
-	wg.Go(func() {
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := c.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			c.WriteToUDPAddrPort(buf[:n], from)
-		}
-	})
-	return netip.MustParseAddrPort(c.LocalAddr().String())
-}
-
 // closedPort returns a loopback port nothing listens on.
 func closedPort(t *testing.T) netip.AddrPort {
 	t.Helper()

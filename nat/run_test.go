@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/masqnet/masq/internal/memguest"
+	"github.com/masqnet/masq/internal/testkit"
 	"github.com/masqnet/masq/link"
 	"github.com/masqnet/masq/nat"
 	"github.com/masqnet/masq/stack"
@@ -47,7 +48,7 @@ func TestRunLeavesNothing(t *testing.T) {
 		// An echo that copies through a buffer: io.Copy between two TCP
 		// sockets would splice through a pipe Go caches past the test.
 		pod.route(tcpDst, tcpServer(t, func(c net.Conn) { io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, make([]byte, 512)) }))
-		pod.route(udpDst, udpEcho(t))
+		pod.route(udpDst, testkit.UDPEcho(t))
 		g, fd := memguest.New(t, 1500)
 		defer unix.Close(fd)
 		ep, err := link.NewFD(fd, 1500, nil)

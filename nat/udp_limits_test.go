@@ -156,7 +156,7 @@ func TestUDPDNSAnsweredWhenTableFull(t *testing.T) {
 			now, _ := tickingClock()
 			pod := floodPod()
 			dns := netip.AddrPortFrom(world4, 53)
-			pod.route(dns, udpEcho(t))
+			pod.route(dns, testkit.UDPEcho(t))
 			g, n := harness(t, pod, func(c *nat.Config) { c.Now = now })
 			flood(t, n, tt.ports, tt.dsts)
 			if s := n.Stats(); s.UDPEvicted != 0 {
@@ -182,7 +182,7 @@ func TestUDPDNSAnsweredWhenTableFull(t *testing.T) {
 func TestUDPFlowLimitEvictsLeastRecentlyUsed(t *testing.T) {
 	pod := newFakePod()
 	dst := netip.AddrPortFrom(world4, 7)
-	pod.route(dst, udpEcho(t))
+	pod.route(dst, testkit.UDPEcho(t))
 	g, n := harness(t, pod, func(c *nat.Config) { c.MaxUDPFlows = 2 })
 	a, b, c := guestUDP(t, g, guest4.Addr()), guestUDP(t, g, guest4.Addr()), guestUDP(t, g, guest4.Addr())
 	steps := []struct {

@@ -17,7 +17,7 @@ import (
 
 func TestUDP200ParallelFlows(t *testing.T) {
 	pod := newFakePod()
-	echoSrv := udpEcho(t)
+	echoSrv := testkit.UDPEcho(t)
 	dst := netip.AddrPortFrom(world4, 7)
 	pod.route(dst, echoSrv)
 	g, n := harness(t, pod, nil)
@@ -58,7 +58,7 @@ func TestUDP200ParallelFlows(t *testing.T) {
 func TestUDPIPv6(t *testing.T) {
 	pod := newFakePod()
 	dst := netip.AddrPortFrom(world6, 7)
-	pod.route(dst, udpEcho(t))
+	pod.route(dst, testkit.UDPEcho(t))
 	g, _ := harness(t, pod, nil)
 	got, from, err := testkit.UDPRoundTrip(guestUDP(t, g, guest6.Addr()), dst, "six", 2*time.Second)
 	if err != nil || got != "six" || from != dst {
@@ -73,7 +73,7 @@ func TestUDPIdleEviction(t *testing.T) {
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 
 	pod := newFakePod()
-	echoSrv := udpEcho(t)
+	echoSrv := testkit.UDPEcho(t)
 	pod.route(netip.AddrPortFrom(world4, 7), echoSrv)
 	pod.route(netip.AddrPortFrom(world4, 53), echoSrv)
 	g, n := harness(t, pod, func(c *nat.Config) { c.Now = clock })
@@ -109,7 +109,7 @@ func TestUDPIdleEviction(t *testing.T) {
 
 func TestUDPSpoofedSourceDropped(t *testing.T) {
 	pod := newFakePod()
-	pod.route(netip.AddrPortFrom(world4, 7), udpEcho(t))
+	pod.route(netip.AddrPortFrom(world4, 7), testkit.UDPEcho(t))
 	g, n := harness(t, pod, nil)
 	g.AddAddress(t, netip.MustParsePrefix("10.0.2.99/24"))
 	c := guestUDP(t, g, netip.MustParseAddr("10.0.2.99"))
@@ -122,7 +122,7 @@ func TestUDPSpoofedSourceDropped(t *testing.T) {
 }
 
 func TestUDPDNSForwarding(t *testing.T) {
-	resolver := udpEcho(t)
+	resolver := testkit.UDPEcho(t)
 	g, _ := harness(t, newFakePod(), func(c *nat.Config) { c.Policy.DNS = resolver })
 	for _, gw := range []netip.Addr{gw4, gw6} {
 		local := guest4.Addr()
@@ -176,7 +176,7 @@ func TestUDPUnreachableFamilyAnsweredAtOnce(t *testing.T) {
 
 func TestUDPPeersPerFlowBounded(t *testing.T) {
 	pod := newFakePod()
-	echoSrv := udpEcho(t)
+	echoSrv := testkit.UDPEcho(t)
 	for i := 0; i < 1030; i++ {
 		pod.route(netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), 7), echoSrv)
 	}

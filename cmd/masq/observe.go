@@ -35,6 +35,26 @@ func (f *observeFlags) client() (*control.Client, error) {
 	return control.NewClient(f.control), nil
 }
 
+// show answers an observing command from the control socket: with
+// --json the endpoint's own JSON for path and q as it comes, else what
+// print reads through the typed client and writes readably.
+func (f *observeFlags) show(cmd *cobra.Command, path string, q url.Values, print func(*control.Client) error) error {
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if !f.json {
+		return print(c)
+	}
+	body, err := c.Raw(cmd.Context(), path, q)
+	if err != nil {
+		return err
+	}
+	_, err = cmd.OutOrStdout().Write(body)
+	return err
+}
+
 // newStatusCommand builds `masq status`.
 func newStatusCommand() *cobra.Command {
 	var f observeFlags
@@ -43,24 +63,13 @@ func newStatusCommand() *cobra.Command {
 		Short: "Print a running masq's status: link, guest, forwarded ports, limits",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if f.json {
-				body, err := c.Raw(cmd.Context(), "/status", nil)
+			return f.show(cmd, "/status", nil, func(c *control.Client) error {
+				s, err := c.Status(cmd.Context())
 				if err != nil {
 					return err
 				}
-				_, err = cmd.OutOrStdout().Write(body)
-				return err
-			}
-			s, err := c.Status(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return printStatus(cmd.OutOrStdout(), s, time.Now())
+				return printStatus(cmd.OutOrStdout(), s, time.Now())
+			})
 		},
 	}
 	f.register(cmd)
@@ -77,11 +86,6 @@ func newFlowsCommand() *cobra.Command {
 		Short: "List a running masq's live flows, like ss or conntrack -L",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			q := url.Values{}
 			if proto != "" {
 				q.Set("proto", proto)
@@ -95,19 +99,13 @@ func newFlowsCommand() *cobra.Command {
 			if _, err := control.ParseFilter(q); err != nil {
 				return &usageError{err}
 			}
-			if f.json {
-				body, err := c.Raw(cmd.Context(), "/flows", q)
+			return f.show(cmd, "/flows", q, func(c *control.Client) error {
+				flows, err := c.Flows(cmd.Context(), q)
 				if err != nil {
 					return err
 				}
-				_, err = cmd.OutOrStdout().Write(body)
-				return err
-			}
-			flows, err := c.Flows(cmd.Context(), q)
-			if err != nil {
-				return err
-			}
-			return printFlows(cmd.OutOrStdout(), flows)
+				return printFlows(cmd.OutOrStdout(), flows)
+			})
 		},
 	}
 	f.register(cmd)

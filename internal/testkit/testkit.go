@@ -1,12 +1,13 @@
 // Package testkit holds the small helpers masq's packages share in their
-// tests without root: free ports, bounded waits, a UDP round trip. It is
-// imported by tests only.
+// tests without root: free ports, bounded waits, a UDP round trip and a
+// loopback UDP echo. It is imported by tests only.
 package testkit
 
 import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 )
@@ -97,4 +98,27 @@ func WriteInPieces(c net.Conn, data []byte, size int) error {
 		data = data[k:]
 	}
 	return nil
+}
+
+// UDPEcho is a loopback UDP server (127.0.0.1) that sends every datagram
+// back to its sender until the test ends; it returns its address.
+func UDPEcho(tb testing.TB) netip.AddrPort {
+	tb.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	tb.Cleanup(func() { c.Close(); wg.Wait() })
+	wg.Go(func() {
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			c.WriteToUDPAddrPort(buf[:n], from)
+		}
+	})
+	return netip.MustParseAddrPort(c.LocalAddr().String())
 }
